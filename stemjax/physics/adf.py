@@ -257,7 +257,8 @@ def plan_geometry(
         min(n, _smooth_fft_size(int(math.ceil(window_extent / d)))) for n, d in zip(gpts, sampling, strict=True)
     )
 
-    output_gpts = tuple(int(math.ceil(L / scan_sampling)) for L in extent)
+    # (the tolerance keeps L = n × sampling from rounding up to n + 1)
+    output_gpts = tuple(int(math.ceil(L / scan_sampling - 1e-9)) for L in extent)
     scan_gpts = output_gpts
     if interpolate:
         d_nyq = nyquist_scan_sampling(
@@ -529,33 +530,67 @@ def adf_image(positions, numbers, mask, microscope: Microscope, geometry: ADFGeo
 
 def _prism_image(transmission, scan, microscope: Microscope, geometry: ADFGeometry):
     """ADF signal at the scan positions through the detector Gram matrix (exact, periodic)."""
-    real = scan.dtype
-    gpts, sampling = geometry.gpts, geometry.sampling
+    gram = prism_gram(transmission, microscope, geometry)
+    coefficients, beam_k = prism_probe_coefficients(microscope, geometry, transmission.dtype)
+    return prism_signal(gram, coefficients, beam_k, scan, geometry.chunk)
+
+
+def _propagators(microscope: Microscope, geometry: ADFGeometry, gpts, dtype):
+    """Fresnel propagators (with antialias aperture) before each occupied slice, (L, *gpts)."""
+    real = jnp.zeros((), dtype).real.dtype
     lam = wavelength(microscope.energy).astype(real)
-    kx, ky = _shift_kernel(gpts, sampling, real)
+    kx, ky = _shift_kernel(gpts, geometry.sampling, real)
     k2 = kx**2 + ky**2
-    antialias = antialias_aperture(gpts, sampling, real)
-    propagators = jnp.stack(
+    antialias = antialias_aperture(gpts, geometry.sampling, real)
+    return jnp.stack(
         [jnp.exp(-1j * jnp.pi * lam * dz * k2) * antialias for dz in geometry.propagation]
-    ).astype(transmission.dtype)
-    beams = beam_indices(gpts, sampling, geometry.planned_energy, geometry.beam_max_angle)
+    ).astype(dtype)
+
+
+def prism_beams(geometry: ADFGeometry):
+    """Static FFT indices (B, 2) of the plane waves of the PRISM path."""
+    return beam_indices(geometry.gpts, geometry.sampling, geometry.planned_energy,
+                        geometry.beam_max_angle)
+
+
+def prism_gram(transmission, microscope: Microscope, geometry: ADFGeometry):
+    """Detector Gram matrix M (B, B) of the cell's transmission functions (see prism.py)."""
+    gpts, sampling = geometry.gpts, geometry.sampling
+    real = transmission.real.dtype
+    lam = wavelength(microscope.energy).astype(real)
+    propagators = _propagators(microscope, geometry, gpts, transmission.dtype)
     pixels = detector_indices(gpts, sampling, geometry.planned_energy, geometry.detector_max_angle)
-    alpha = jnp.sqrt(k2).reshape(-1)[pixels] * lam * 1e3
+    kx, ky = _shift_kernel(gpts, sampling, real)
+    alpha = jnp.sqrt(kx**2 + ky**2).reshape(-1)[pixels] * lam * 1e3
     weight = (alpha >= microscope.detector_inner) & (alpha < microscope.detector_outer)
     beam_chunk = max(1, min(256, (1 << 22) // (gpts[0] * gpts[1])))
-    gram = detector_gram(transmission, propagators, beams, pixels, weight, beam_chunk)
+    return detector_gram(transmission, propagators, prism_beams(geometry), pixels, weight,
+                         beam_chunk)
 
+
+def prism_probe_coefficients(microscope: Microscope, geometry: ADFGeometry, dtype):
+    """Probe spectrum at the PRISM beams, (F, B), one row per focal-spread node.
+
+    Rows carry sqrt(weight) of their Gauss–Hermite node and the propagation from the entrance
+    surface to the first slice. Also returns the beams' spatial frequencies (B, 2) in 1/Å.
+    """
+    gpts, sampling = geometry.gpts, geometry.sampling
+    real = jnp.zeros((), dtype).real.dtype
+    lam = wavelength(microscope.energy).astype(real)
+    beams = prism_beams(geometry)
+    kx, ky = _shift_kernel(gpts, sampling, real)
+    first = _propagators(microscope, geometry, gpts, dtype)[0]
     nodes, weights = _gauss_hermite(geometry.focal_nodes)
     coefficients = []
     for x, w in zip(nodes, weights, strict=True):
         ab = microscope.aberrations
         ab = Aberrations(**{**ab.__dict__, "C10": ab.C10 + x * microscope.focal_spread})
         psi = probe_fourier(gpts, sampling, lam, microscope.semiangle_cutoff, ab,
-                            microscope.aperture_rolloff, dtype=transmission.dtype)
-        psi = psi * propagators[0]
+                            microscope.aperture_rolloff, dtype=dtype)
+        psi = psi * first
         coefficients.append(psi[beams[:, 0], beams[:, 1]] * np.sqrt(w))
     beam_k = jnp.stack([kx[beams[:, 0], 0], ky[0, beams[:, 1]]], axis=1)
-    return prism_signal(gram, jnp.stack(coefficients), beam_k, scan, geometry.chunk)
+    return jnp.stack(coefficients), beam_k
 
 
 def finish_image(image, source_size, geometry: ADFGeometry):
