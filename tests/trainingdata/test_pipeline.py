@@ -1,0 +1,107 @@
+"""make_batch: one jitted, on-device, deterministic `key → batch` per configuration."""
+
+import jax
+import numpy as np
+import pytest
+
+from stemjax.config import load_config, to_runtime
+from stemjax.trainingdata.pipeline import build_batch_maker
+
+
+@pytest.fixture(scope="module")
+def maker():
+    specimen, prior, corruption, data = to_runtime(load_config(["data=small"]))
+    return build_batch_maker(specimen, prior, corruption, data)
+
+
+def test_batch_shapes_and_values(maker):
+    batch = maker.make_batch(jax.random.key(0))
+    b, h = maker.data.batch_size, maker.data.image_size_px
+    assert batch.images.shape == (b, h, h) and batch.targets.shape == (b, h, h)
+    assert batch.points.shape[0] == b and batch.points.shape[2] == 2
+    assert np.all(np.isfinite(batch.images))
+    # normalised like predict will normalise real images: median 0, robust spread 1
+    assert abs(float(np.median(batch.images))) < 0.2
+    assert np.asarray(batch.targets).max() < maker.registry.num_classes
+    # every painted target pixel belongs to a valid defect label of that class
+    for i in range(b):
+        painted = set(np.unique(np.asarray(batch.targets[i]))) - {0}
+        labelled = set(np.asarray(batch.classes[i])[np.asarray(batch.valid[i])]) - {0}
+        assert painted <= labelled
+
+
+def test_jitted_once_and_deterministic(maker):
+    traces = []
+    fn = jax.jit(lambda k: (traces.append(1), maker._batch(k))[1])
+    a = fn(jax.random.key(1))
+    b = fn(jax.random.key(1))
+    c = fn(jax.random.key(2))
+    assert len(traces) == 1
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.targets, b.targets)
+    assert not np.array_equal(a.points, c.points)
+    assert not np.array_equal(a.classes, c.classes)
+
+
+def test_make_batch_never_leaves_the_device(maker):
+    key = jax.device_put(jax.random.key(3))
+    maker.make_batch(key)  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        batch = maker.make_batch(key)
+        jax.block_until_ready(batch)
+
+
+def test_labels_sit_on_their_intensity_signature(maker):
+    """After the drift warp, pristine W labels sit on bright peaks, vacancies on dark spots."""
+    registry = maker.registry
+    metal = registry.sublattices.index("metal")
+    vw, dv = registry.id("VW"), registry.id("DV")
+    bright, dark, offsets = [], [], []
+    for seed in range(4):
+        batch = jax.device_get(maker.make_batch(jax.random.key(100 + seed)))
+        for i in range(batch.images.shape[0]):
+            clean = batch.clean[i]
+            pts, cls, sub, ok = batch.points[i], batch.classes[i], batch.sublattice[i], batch.valid[i]
+            h = clean.shape[0]
+            inner = ok & (pts >= 3).all(1) & (pts <= h - 4).all(1)
+            rc = np.rint(pts).astype(int)
+            value = clean[rc[:, 0].clip(0, h - 1), rc[:, 1].clip(0, h - 1)]
+            w_sites = inner & (cls == 0) & (sub == metal)
+            for (r, c) in rc[w_sites]:
+                patch = clean[r - 2:r + 3, c - 2:c + 3]
+                pr, pc = np.unravel_index(patch.argmax(), patch.shape)
+                offsets.append(np.hypot(pr - 2, pc - 2))
+            bright.extend(value[w_sites])
+            dark.extend(value[inner & ((cls == vw) | (cls == dv))])
+    assert len(offsets) > 20 and len(dark) > 0
+    # the local maximum around each pristine-W label is at most one pixel away
+    assert np.mean(np.asarray(offsets) <= 1.5) > 0.95
+    assert np.median(dark) < 0.5 * np.median(bright)
+
+
+@pytest.mark.parametrize("override", [
+    "specimen=wse2te", "specimen=mos2se", "specimen=ws2", "microscope=mos2_60kv",
+    "corruption=none", "data=default", "data.target=gaussian", "data.simulation=multislice",
+])
+def test_every_config_composes(override):
+    cfg = load_config([override])
+    specimen, prior, corruption, data = to_runtime(cfg)
+    assert specimen.name and prior.pixel_size_angstrom > 0 and data.image_size_px > 0
+
+
+def test_unknown_key_fails_with_its_name(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "typo.yaml").write_text("image_size_px: 64\nnot_a_field: 3\n")
+    with pytest.raises(Exception, match="not_a_field"):
+        load_config([f"hydra.searchpath=[file://{tmp_path}]", "data=typo"])
+    with pytest.raises(Exception, match="simulaton"):
+        load_config(["data.simulaton=columns"])
+    with pytest.raises(Exception, match="image_size_px"):
+        load_config(["data.image_size_px=big"])
+
+
+def test_bad_mode_is_a_clear_error():
+    specimen, prior, corruption, data = to_runtime(load_config(["data=small",
+                                                                "data.simulation=fast"]))
+    with pytest.raises(ValueError, match="data.simulation"):
+        build_batch_maker(specimen, prior, corruption, data)
