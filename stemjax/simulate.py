@@ -59,7 +59,7 @@ def simulate_adf(
     interpolate: bool = True,
     window_extent: float | None = None,
     parametrization: str = "lobato",
-    oversampling: int = 2,
+    oversampling: int | None = None,
     method: str = "auto",
     dtype=np.float32,
 ):
@@ -80,8 +80,7 @@ def simulate_adf(
     Returns a NumPy array of shape (n_x, n_y), axis 0 along the first cell vector.
     """
     extent, thickness = _check_cell(atoms)
-    detector = tuple(detector)
-    if len(detector) != 2:
+    if np.ndim(detector) != 1 or len(detector) != 2:
         raise ValueError(f"detector: expected (inner, outer) in mrad, got {detector}")
     if not isinstance(aberrations, Aberrations):
         aberrations = Aberrations.from_dict(aberrations)

@@ -39,6 +39,15 @@ ANTIALIAS_TAPER = 0.01
 #: An atom within this fraction of a slice below a slice boundary belongs to the upper slice
 #: (half-open slices [z_i, z_i+1) robust to rounding of positions exactly on a boundary).
 PLANE_TOLERANCE = 1e-5
+#: Start of the cosine roll-off of the potential spectrum, as a fraction of the Nyquist frequency
+#: of the phase-grating grid (see `potential_taper`).
+POTENTIAL_TAPER_START = 0.5
+#: Target pixel (Å) of the phase-grating grid exp(iσV). The sharp projected core of heavy atoms
+#: needs it: the W/Se2 peak ratio of WSe2 (80 kV, 60–200 mrad) is 3 % low with a 0.025 Å grating,
+#: 1.6 % low at 0.0125 Å, and converged (< 0.3 %) at 0.00625 Å.
+PHASE_GRATING_SAMPLING = 0.00625
+#: Largest phase-grating grid per axis chosen automatically (bounds memory on large fields).
+MAX_PHASE_GRATING_GPTS = 8192
 
 
 @jax.tree_util.register_dataclass
@@ -180,7 +189,7 @@ def plan_geometry(
     focal_nodes: int | None = None,
     chunk: int = 256,
     parametrization: str = "lobato",
-    oversampling: int = 2,
+    oversampling: int | None = None,
     method: str = "auto",
 ) -> ADFGeometry:
     """Plan the static grids of an ADF simulation (host side, concrete values).
@@ -217,8 +226,13 @@ def plan_geometry(
             f"semiangle_cutoff: expected a positive angle in mrad, got {microscope.semiangle_cutoff}"
         )
 
-    gpts = tuple(int(math.ceil(L / potential_sampling)) for L in extent)
+    gpts = tuple(int(math.ceil(L / potential_sampling - 1e-9)) for L in extent)
     sampling = (extent[0] / gpts[0], extent[1] / gpts[1])
+    if oversampling is None:
+        oversampling = max(1, int(math.ceil(max(sampling) / PHASE_GRATING_SAMPLING - 1e-9)))
+        oversampling = max(1, min(oversampling, MAX_PHASE_GRATING_GPTS // max(gpts)))
+    if int(oversampling) < 1:
+        raise ValueError(f"oversampling: expected a positive integer, got {oversampling}")
     limit = band_limit_angle_mrad(sampling, energy)
     if outer > limit:
         needed = ANTIALIAS_CUTOFF * float(wavelength(energy)) / (2.0 * outer * 1e-3)
@@ -334,12 +348,28 @@ def crop_spectrum(spectrum, gpts):
     return out
 
 
+def potential_taper(k, sampling):
+    """Smooth low-pass of the slice potential spectrum on the phase-grating grid.
+
+    A spectrum cut sharply at the grid's Nyquist frequency makes the sampled potential (and so
+    exp(iσV)) depend on each atom's sub-pixel position: a W atom moved by half a pixel lost 2 %
+    of its signal at 2× oversampling. A cosine roll-off from POTENTIAL_TAPER_START × Nyquist to
+    Nyquist makes the sampled potential smooth and the image shift-invariant (< 0.05 %).
+    """
+    k_nyq = 1.0 / (2.0 * max(sampling))
+    start = POTENTIAL_TAPER_START * k_nyq
+    x = np.clip((k - start) / (k_nyq - start), 0.0, 1.0)
+    return 0.5 * (1.0 + np.cos(np.pi * x))
+
+
 def transmission_functions(positions, numbers, mask, energy, geometry: ADFGeometry):
     """Band-limited transmission functions exp(iσV_l) of every occupied slice, (L, nx, ny).
 
     The phase grating is formed on a grid `geometry.oversampling` times finer than the wave grid
-    (the exponential of the sharp atomic cores generates frequencies beyond the wave grid), then
-    band-limited by the 2/3 antialiasing aperture of the wave grid and cropped to it.
+    (the exponential of the sharp atomic cores generates frequencies beyond the wave grid), from
+    a potential whose spectrum rolls off smoothly below that grid's Nyquist frequency
+    (`potential_taper`, for shift invariance), then band-limited by the 2/3 antialiasing
+    aperture of the wave grid and cropped to it.
     """
     real = positions.dtype
     complex_dtype = jnp.result_type(real, jnp.complex64)
@@ -352,6 +382,7 @@ def transmission_functions(positions, numbers, mask, energy, geometry: ADFGeomet
     form = projected_scattering_factor(
         jnp.asarray(kx**2 + ky**2, real), params.table(geometry.species), params.name
     ).astype(real)
+    form = form * jnp.asarray(potential_taper(np.sqrt(kx**2 + ky**2), fine_sampling), real)
     species = jnp.asarray(geometry.species)
     onehot = (numbers[:, None] == species[None, :]) & mask[:, None]
     plane = jnp.floor(positions[:, 2] / geometry.slice_thickness + PLANE_TOLERANCE)
