@@ -28,8 +28,12 @@ def column_peaks(image, site_xy, pixel_size, radius=0.4):
     c = np.arange(n) * pixel_size
     out = []
     for x, y in site_xy:
-        mx = np.abs(((c - x + n * pixel_size / 2) % (n * pixel_size)) - n * pixel_size / 2) <= radius
-        my = np.abs(((c - y + n * pixel_size / 2) % (n * pixel_size)) - n * pixel_size / 2) <= radius
+        mx = (
+            np.abs(((c - x + n * pixel_size / 2) % (n * pixel_size)) - n * pixel_size / 2) <= radius
+        )
+        my = (
+            np.abs(((c - y + n * pixel_size / 2) % (n * pixel_size)) - n * pixel_size / 2) <= radius
+        )
         out.append(image[np.ix_(mx, my)].max() if mx.any() and my.any() else np.nan)
     return np.array(out)
 
@@ -49,22 +53,38 @@ def main():
     box = n * args.pixel
     layout = build_layout(cfg, (box, box), thermal=False)
     registry = layout.registry
-    microscope = Microscope(energy=80e3, semiangle_cutoff=25.2, detector_inner=63.0,
-                            detector_outer=200.0,
-                            aberrations=Aberrations(C10=-5.0, C12=10.0, phi12=0.4),
-                            source_size=0.0)
+    microscope = Microscope(
+        energy=80e3,
+        semiangle_cutoff=25.2,
+        detector_inner=63.0,
+        detector_outer=200.0,
+        aberrations=Aberrations(C10=-5.0, C12=10.0, phi12=0.4),
+        source_size=0.0,
+    )
     z_offset = 3.0
     t0 = time.perf_counter()
-    responses = precompute_column_responses(layout, microscope, pixel_size=args.pixel, cell_extent=args.cell,
-                                            frozen_phonons=args.phonons)
+    responses = precompute_column_responses(
+        layout,
+        microscope,
+        pixel_size=args.pixel,
+        cell_extent=args.cell,
+        frozen_phonons=args.phonons,
+    )
     t_pre = time.perf_counter() - t0
-    render = jax.jit(lambda xy, t, w: render_columns(responses, microscope.astype(jnp.float32),
-                                                     xy, t, w, (n, n)))
+    render = jax.jit(
+        lambda xy, t, w: render_columns(responses, microscope.astype(jnp.float32), xy, t, w, (n, n))
+    )
     z = np.asarray(layout.content_z).reshape(-1) + z_offset
     nums = np.asarray(layout.content_numbers).reshape(-1)
-    geometry = plan_geometry((box, box), z[nums > 0], nums[nums > 0], microscope,
-                             scan_sampling=args.pixel, cell_thickness=2 * z_offset,
-                             method=args.method)
+    geometry = plan_geometry(
+        (box, box),
+        z[nums > 0],
+        nums[nums > 0],
+        microscope,
+        scan_sampling=args.pixel,
+        cell_thickness=2 * z_offset,
+        method=args.method,
+    )
     simulate = jax.jit(adf_image, static_argnames="geometry")
     rng = np.random.default_rng(0)
     rms, ratios, t_ms, t_col = [], {}, 0.0, 0.0
@@ -79,8 +99,15 @@ def main():
             p = pos.copy()
             if args.phonons:
                 p[:, :2] += rng.normal(size=(len(p), 2)) * rms_atoms[:, None]
-            ms = ms + np.asarray(simulate(jnp.asarray(p, jnp.float32), spec.numbers, spec.mask,
-                                          microscope.astype(jnp.float32), geometry=geometry))
+            ms = ms + np.asarray(
+                simulate(
+                    jnp.asarray(p, jnp.float32),
+                    spec.numbers,
+                    spec.mask,
+                    microscope.astype(jnp.float32),
+                    geometry=geometry,
+                )
+            )
         ms = ms / max(1, args.phonons)
         t_ms += time.perf_counter() - t0
         site_type = responses.type_of[spec.site_sublattice, spec.site_class]
@@ -101,13 +128,19 @@ def main():
                     if k and registry.sublattice(k) != registry.sublattices[sl]:
                         continue
                     ratios.setdefault(name, []).extend(list(pc[sel] / pm[sel]))
-    print(f"box {box:.2f} Å ({n} px at {args.pixel} Å), {args.samples} specimens (train prior), "
-          f"{args.phonons} frozen phonons; reference: {args.method}; "
-          f"column precompute {t_pre:.1f} s")
-    print(f"relative RMS columns vs multislice: {np.mean(rms):.4f} "
-          f"(per specimen {', '.join(f'{r:.4f}' for r in rms)})")
-    print(f"time per image: multislice {t_ms / args.samples:.2f} s, columns "
-          f"{t_col / args.samples:.3f} s (incl. first-call compile)")
+    print(
+        f"box {box:.2f} Å ({n} px at {args.pixel} Å), {args.samples} specimens (train prior), "
+        f"{args.phonons} frozen phonons; reference: {args.method}; "
+        f"column precompute {t_pre:.1f} s"
+    )
+    print(
+        f"relative RMS columns vs multislice: {np.mean(rms):.4f} "
+        f"(per specimen {', '.join(f'{r:.4f}' for r in rms)})"
+    )
+    print(
+        f"time per image: multislice {t_ms / args.samples:.2f} s, columns "
+        f"{t_col / args.samples:.3f} s (incl. first-call compile)"
+    )
     print(f"{'class':16s} {'n':>5s} {'peak ratio columns/multislice':>30s}")
     for name, r in ratios.items():
         print(f"{name:16s} {len(r):5d} {np.mean(r):16.4f} ± {np.std(r):.4f}")

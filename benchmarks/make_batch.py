@@ -35,8 +35,11 @@ def bench(fn, *args, repeat=3):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--multislice", action="store_true",
-                        help="also time full multislice of one training-size image")
+    parser.add_argument(
+        "--multislice",
+        action="store_true",
+        help="also time full multislice of one training-size image",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = load_config([f"data.batch_size={args.batch}", *args.overrides])
@@ -57,43 +60,63 @@ def main():
 
     def simulate(spec, mic):
         site_type = maker.responses.type_of[spec.site_sublattice, spec.site_class]
-        img = render_columns(maker.responses, mic, spec.site_xy, site_type,
-                             spec.site_valid.astype(jnp.float32), canvas)
+        img = render_columns(
+            maker.responses,
+            mic,
+            spec.site_xy,
+            site_type,
+            spec.site_valid.astype(jnp.float32),
+            canvas,
+        )
         return source_blur(img, mic.source_size, px)
 
     sim_fn = jax.jit(jax.vmap(simulate))
     clean = sim_fn(specimens, microscopes)
     points = specimens.site_xy / px - data.margin_px
-    cor_fn = jax.jit(jax.vmap(lambda k, c, p, d: corrupt(k, c, p, corruption, pixel_size=px,
-                                                         out_shape=out,
-                                                         dose_electrons_per_pixel=d)[0]))
+    cor_fn = jax.jit(
+        jax.vmap(
+            lambda k, c, p, d: corrupt(
+                k, c, p, corruption, pixel_size=px, out_shape=out, dose_electrons_per_pixel=d
+            )[0]
+        )
+    )
     rows = [
         ("specimen sampling", bench(spec_fn, keys)),
         ("microscope sampling", bench(mic_fn, keys)),
         ("clean simulation (columns)", bench(sim_fn, specimens, microscopes)),
         ("corruption", bench(cor_fn, keys, clean, points, doses)),
-        ("make_batch total (jitted, all stages + targets)", bench(maker.make_batch,
-                                                                   jax.random.key(1))),
+        (
+            "make_batch total (jitted, all stages + targets)",
+            bench(maker.make_batch, jax.random.key(1)),
+        ),
     ]
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}; {cfg.specimen.name}/{cfg.microscope.name}, "
-          f"{out[0]}x{out[1]} px at {px} Å/px (canvas {canvas[0]} px), batch {b}")
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}; {cfg.specimen.name}/{cfg.microscope.name}, "
+        f"{out[0]}x{out[1]} px at {px} Å/px (canvas {canvas[0]} px), batch {b}"
+    )
     print(f"plan (layout + column Gram matrices, once per config): {t_plan:.1f} s")
     print(f"{'stage':50s} {'ms / image':>12s} {'images / s':>12s}")
     for name, t in rows:
         print(f"{name:50s} {1e3 * t / b:12.2f} {b / t:12.2f}")
 
     if args.multislice:
-        ms = build_batch_maker(specimen_cfg, prior, corruption,
-                               type(data)(**{**data.__dict__, "simulation": "multislice"}))
+        ms = build_batch_maker(
+            specimen_cfg,
+            prior,
+            corruption,
+            type(data)(**{**data.__dict__, "simulation": "multislice"}),
+        )
         spec = jax.tree.map(lambda x: x[0], specimens)
         mic = jax.tree.map(lambda x: x[0], microscopes)
         pos = spec.positions + jnp.array([0.0, 0.0, data.z_offset_angstrom])
         fn = jax.jit(lambda p, n, m, mc: adf_image(p, n, m, mc, ms.geometry))
         t = bench(fn, pos, spec.numbers, spec.mask, mic, repeat=1)
         g = ms.geometry
-        print(f"{'clean simulation (full multislice, 1 image)':50s} {1e3 * t:12.1f} "
-              f"{1 / t:12.3f}   [scan {g.scan_gpts} Nyquist probes, window {g.window_gpts}]")
+        print(
+            f"{'clean simulation (full multislice, 1 image)':50s} {1e3 * t:12.1f} "
+            f"{1 / t:12.3f}   [scan {g.scan_gpts} Nyquist probes, window {g.window_gpts}]"
+        )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,20 @@ def abtem_image(atoms, sampling, prism=False):
 
     abtem.config.set({"device": "cpu"})
     potential = abtem.Potential(
-        atoms, sampling=sampling, slice_thickness=1.0, projection="infinite",
+        atoms,
+        sampling=sampling,
+        slice_thickness=1.0,
+        projection="infinite",
         parametrization="lobato",
     )
     detector = abtem.AnnularDetector(inner=60, outer=200)
-    scan = abtem.GridScan(start=(0, 0), end=(1, 1), fractional=True, potential=potential,
-                          sampling=0.2)
+    scan = abtem.GridScan(
+        start=(0, 0), end=(1, 1), fractional=True, potential=potential, sampling=0.2
+    )
     if prism:
-        smatrix = abtem.SMatrix(potential=potential, energy=80e3, semiangle_cutoff=25,
-                                interpolation=1)
+        smatrix = abtem.SMatrix(
+            potential=potential, energy=80e3, semiangle_cutoff=25, interpolation=1
+        )
         return smatrix.scan(scan=scan, detectors=detector).compute(progress_bar=False).array
     probe = abtem.Probe(energy=80e3, semiangle_cutoff=25)
     return probe.scan(potential, scan=scan, detectors=detector).compute(progress_bar=False).array
@@ -65,9 +70,16 @@ def abtem_image(atoms, sampling, prism=False):
 def stemjax_image(atoms, potential_sampling=0.05, **kwargs):
     from stemjax import simulate_adf
 
-    return simulate_adf(atoms, energy=80e3, semiangle_cutoff=25, detector=(60, 200),
-                        scan_sampling=0.2, potential_sampling=potential_sampling,
-                        slice_thickness=1.0, **kwargs)
+    return simulate_adf(
+        atoms,
+        energy=80e3,
+        semiangle_cutoff=25,
+        detector=(60, 200),
+        scan_sampling=0.2,
+        potential_sampling=potential_sampling,
+        slice_thickness=1.0,
+        **kwargs,
+    )
 
 
 def training_case(repeat):
@@ -85,8 +97,14 @@ def training_case(repeat):
     cell = atoms.cell.array.copy()
     target = (51.2, cell[1, 1])
     atoms.set_cell([[target[0], 0, 0], [0, target[1], 0], cell[2]], scale_atoms=True)
-    fn = lambda: simulate_adf(atoms, energy=80e3, semiangle_cutoff=25, detector=(60, 200),  # noqa: E731
-                              scan_sampling=0.2, potential_sampling=0.05)
+    fn = lambda: simulate_adf(  # noqa: E731
+        atoms,
+        energy=80e3,
+        semiangle_cutoff=25,
+        detector=(60, 200),  # noqa: E731
+        scan_sampling=0.2,
+        potential_sampling=0.05,
+    )
     image, t = timed(fn, repeat)
     return image.shape, image.size / t, t
 
@@ -123,31 +141,47 @@ def main():
     row("stemjax multislice (Nyquist scan + Fourier)", sj_ms, t_sj_ms)
     row("stemjax auto at 0.025 Å potential sampling", sj_fine, t_sj_fine)
 
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"jax {jax.__version__} on {jax.devices()[0].platform}")
-    print(f"case: WSe2 4x3 orthogonal cells {atoms.cell.lengths()[:2].round(3)} Å, "
-          f"{len(atoms)} atoms, scan {sj.shape} positions at 0.2 Å, 0.05 Å potential sampling")
+    print(
+        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
+    print(
+        f"case: WSe2 4x3 orthogonal cells {atoms.cell.lengths()[:2].round(3)} Å, "
+        f"{len(atoms)} atoms, scan {sj.shape} positions at 0.2 Å, 0.05 Å potential sampling"
+    )
     header = ["code", "positions/s", "time (s)", "relRMS vs abTEM 0.05", "relRMS vs abTEM 0.0125"]
     widths = [46, 12, 9, 21, 22]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
-    print(f"\nspeed-up of stemjax over abTEM multislice: {t_ms / t_sj:.1f}x, "
-          f"over abTEM PRISM: {t_prism / t_sj:.1f}x (both at 0.05 Å); stemjax at 0.025 Å: "
-          f"{t_ms / t_sj_fine:.1f}x and {t_prism / t_sj_fine:.1f}x")
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print(
+        f"\nspeed-up of stemjax over abTEM multislice: {t_ms / t_sj:.1f}x, "
+        f"over abTEM PRISM: {t_prism / t_sj:.1f}x (both at 0.05 Å); stemjax at 0.025 Å: "
+        f"{t_ms / t_sj_fine:.1f}x and {t_prism / t_sj_fine:.1f}x"
+    )
     if reference is not None:
-        print(f"discretisation error at 0.05 Å vs converged (0.0125 Å) abTEM: abTEM "
-              f"{relrms(ab_ms, reference):.4f}, stemjax {relrms(sj, reference):.4f}")
+        print(
+            f"discretisation error at 0.05 Å vs converged (0.0125 Å) abTEM: abTEM "
+            f"{relrms(ab_ms, reference):.4f}, stemjax {relrms(sj, reference):.4f}"
+        )
 
     if args.save:
-        np.savez(args.save, abtem_multislice=ab_ms, abtem_prism=ab_prism, stemjax=sj,
-                 stemjax_multislice=sj_ms, stemjax_fine=sj_fine,
-                 **({} if reference is None else {"abtem_reference": reference}))
+        np.savez(
+            args.save,
+            abtem_multislice=ab_ms,
+            abtem_prism=ab_prism,
+            stemjax=sj,
+            stemjax_multislice=sj_ms,
+            stemjax_fine=sj_fine,
+            **({} if reference is None else {"abtem_reference": reference}),
+        )
     if not args.skip_training:
         shape, rate, t = training_case(args.repeat)
-        print(f"\ntraining-sized case: {shape} px at 0.2 Å/px, stemjax {rate:.0f} positions/s "
-              f"({t:.2f} s per image)")
+        print(
+            f"\ntraining-sized case: {shape} px at 0.2 Å/px, stemjax {rate:.0f} positions/s "
+            f"({t:.2f} s per image)"
+        )
 
 
 if __name__ == "__main__":

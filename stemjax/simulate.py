@@ -200,12 +200,22 @@ def main(argv=None):
         description="ADF-STEM simulation of a WSe2 monolayer with a few point defects.",
     )
     parser.add_argument("--out", default="wse2_adf.png", help="PNG to write (default: %(default)s)")
-    parser.add_argument("--cells", type=int, nargs=2, default=(6, 4),
-                        help="orthogonal cells along x and y (default: 6 4)")
+    parser.add_argument(
+        "--cells",
+        type=int,
+        nargs=2,
+        default=(6, 4),
+        help="orthogonal cells along x and y (default: 6 4)",
+    )
     parser.add_argument("--energy", type=float, default=80e3, help="beam energy in eV")
     parser.add_argument("--semiangle", type=float, default=25.0, help="probe semiangle in mrad")
-    parser.add_argument("--detector", type=float, nargs=2, default=(60.0, 200.0),
-                        help="ADF inner and outer angles in mrad")
+    parser.add_argument(
+        "--detector",
+        type=float,
+        nargs=2,
+        default=(60.0, 200.0),
+        help="ADF inner and outer angles in mrad",
+    )
     parser.add_argument("--scan-sampling", type=float, default=0.2, help="probe step in Å")
     args = parser.parse_args(argv)
 
@@ -214,26 +224,41 @@ def main(argv=None):
         parser.error(f"--out: expected a .png file name, got {out}")
     atoms, defects = wse2_demo_cell(tuple(args.cells))
     t0 = time.perf_counter()
-    image = simulate_adf(atoms, energy=args.energy, semiangle_cutoff=args.semiangle,
-                         detector=tuple(args.detector), scan_sampling=args.scan_sampling,
-                         source_size=0.4)
+    image = simulate_adf(
+        atoms,
+        energy=args.energy,
+        semiangle_cutoff=args.semiangle,
+        detector=tuple(args.detector),
+        scan_sampling=args.scan_sampling,
+        source_size=0.4,
+    )
     elapsed = time.perf_counter() - t0
     extent = np.diag(atoms.cell.array)[:2]
     fig, ax = plt.subplots(figsize=(7, 7 * extent[1] / extent[0] + 0.6))
     ax.imshow(image.T, origin="lower", cmap="gray", extent=(0, extent[0], 0, extent[1]))
     for name, x, y in defects:
-        ax.annotate(name, (x, y), xytext=(x + 0.8, y + 0.8), color="orange", fontsize=9,
-                    arrowprops={"arrowstyle": "-", "color": "orange"})
+        ax.annotate(
+            name,
+            (x, y),
+            xytext=(x + 0.8, y + 0.8),
+            color="orange",
+            fontsize=9,
+            arrowprops={"arrowstyle": "-", "color": "orange"},
+        )
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
-    ax.set_title(f"WSe2, {args.energy / 1e3:g} kV, {args.semiangle:g} mrad, "
-                 f"ADF {args.detector[0]:g}-{args.detector[1]:g} mrad")
+    ax.set_title(
+        f"WSe2, {args.energy / 1e3:g} kV, {args.semiangle:g} mrad, "
+        f"ADF {args.detector[0]:g}-{args.detector[1]:g} mrad"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     plt.close(fig)
-    print(f"simulated {image.shape[0]}x{image.shape[1]} probe positions of {len(atoms)} atoms "
-          f"in {elapsed:.1f} s; ADF signal {image.min():.4f}-{image.max():.4f} of the beam")
+    print(
+        f"simulated {image.shape[0]}x{image.shape[1]} probe positions of {len(atoms)} atoms "
+        f"in {elapsed:.1f} s; ADF signal {image.min():.4f}-{image.max():.4f} of the beam"
+    )
     print(f"wrote {out.resolve()}")
 
 

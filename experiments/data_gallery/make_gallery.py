@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jax
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,8 +36,11 @@ def main(overrides):
         fig, axes = plt.subplots(2, 3, figsize=(15, 10))
         n = image.shape[0]
         zoom = slice(n // 2 - 24, n // 2 + 24)
-        panels = [(clean, "clean (fraction of beam)", None), (image, "corrupted, normalised", None),
-                  (image, "corrupted + labels", "labels")]
+        panels = [
+            (clean, "clean (fraction of beam)", None),
+            (image, "corrupted, normalised", None),
+            (image, "corrupted + labels", "labels"),
+        ]
         for row, region in enumerate((slice(0, n), zoom)):
             for col, (img, title, mode) in enumerate(panels):
                 ax = axes[row, col]
@@ -49,9 +51,14 @@ def main(overrides):
                         sel = valid & (cls == k)
                         p = pts[sel] - region.start
                         inside = (p >= 0).all(1) & (p < sub.shape[0]).all(1)
-                        ax.scatter(p[inside, 0], p[inside, 1], s=40 if row else 14,
-                                   facecolors="none", edgecolors=[COLOURS(k % 10)],
-                                   label=registry.name(k) if row == 0 else None)
+                        ax.scatter(
+                            p[inside, 0],
+                            p[inside, 1],
+                            s=40 if row else 14,
+                            facecolors="none",
+                            edgecolors=[COLOURS(k % 10)],
+                            label=registry.name(k) if row == 0 else None,
+                        )
                     if row == 0:
                         ax.legend(fontsize=7, loc="upper right", framealpha=0.6)
                 mag = "full field" if row == 0 else "zoom"
@@ -60,14 +67,19 @@ def main(overrides):
                 ax.set_xticks([])
                 ax.set_yticks([])
         dose = float(batch.dose[i])
-        fig.suptitle(f"{cfg.specimen.name} / {cfg.microscope.name}, prior={data.prior}, "
-                     f"simulation={data.simulation}, dose {dose:.0f} e/px", fontsize=11)
+        fig.suptitle(
+            f"{cfg.specimen.name} / {cfg.microscope.name}, prior={data.prior}, "
+            f"simulation={data.simulation}, dose {dose:.0f} e/px",
+            fontsize=11,
+        )
         fig.tight_layout()
         out = HERE / f"gallery_{cfg.specimen.name}_{data.prior}_{i}.png"
         fig.savefig(out, dpi=90)
         plt.close(fig)
-        counts = {registry.name(k): int((valid & (cls == k)).sum())
-                  for k in range(1, registry.num_classes)}
+        counts = {
+            registry.name(k): int((valid & (cls == k)).sum())
+            for k in range(1, registry.num_classes)
+        }
         print(f"wrote {out}  defects: {counts}")
 
 

@@ -4,15 +4,15 @@ Units everywhere: lengths Å, angles mrad (aberration angles φ in rad), energie
 projected potential V·Å, spatial frequencies 1/Å (no 2π).
 """
 
+from stemjax.physics.adf import ADFGeometry, Microscope, adf_image, plan_geometry
 from stemjax.physics.energy import interaction_constant, wavelength
-from stemjax.physics.probe import ABERRATION_SYMBOLS, Aberrations, aberration_phase, probe_fourier
 from stemjax.physics.potential import (
     Parametrization,
     load_parametrization,
     projected_potential_radial,
     projected_scattering_factor,
 )
-from stemjax.physics.adf import ADFGeometry, Microscope, adf_image, plan_geometry
+from stemjax.physics.probe import ABERRATION_SYMBOLS, Aberrations, aberration_phase, probe_fourier
 
 __all__ = [
     "ABERRATION_SYMBOLS",

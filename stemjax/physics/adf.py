@@ -223,7 +223,8 @@ def plan_geometry(
         raise ValueError(f"detector: expected 0 <= inner < outer (mrad), got ({inner}, {outer})")
     if float(microscope.semiangle_cutoff) <= 0:
         raise ValueError(
-            f"semiangle_cutoff: expected a positive angle in mrad, got {microscope.semiangle_cutoff}"
+            "semiangle_cutoff: expected a positive angle in mrad, got "
+            f"{microscope.semiangle_cutoff}"
         )
 
     gpts = tuple(int(math.ceil(L / potential_sampling - 1e-9)) for L in extent)
@@ -258,7 +259,9 @@ def plan_geometry(
     top = max(top, float(z_positions.max()) + 1e-6 if z_positions.size else slice_thickness)
     n_planes = max(1, int(math.ceil(top / slice_thickness - 1e-9)))
     slice_thickness = top / n_planes
-    plane = np.clip(np.floor(z_positions / slice_thickness + PLANE_TOLERANCE).astype(int), 0, n_planes - 1)
+    plane = np.clip(
+        np.floor(z_positions / slice_thickness + PLANE_TOLERANCE).astype(int), 0, n_planes - 1
+    )
     occupied = np.unique(plane) if plane.size else np.array([0])
     # Every uniform slice maps to the nearest occupied one (robust to thermal jitter).
     centres = np.arange(n_planes)
@@ -268,7 +271,8 @@ def plan_geometry(
     if window_extent is None:
         window_extent = default_window_extent(microscope)
     window_gpts = tuple(
-        min(n, _smooth_fft_size(int(math.ceil(window_extent / d)))) for n, d in zip(gpts, sampling, strict=True)
+        min(n, _smooth_fft_size(int(math.ceil(window_extent / d))))
+        for n, d in zip(gpts, sampling, strict=True)
     )
 
     # (the tolerance keeps L = n × sampling from rounding up to n + 1)
@@ -389,7 +393,12 @@ def transmission_functions(positions, numbers, mask, energy, geometry: ADFGeomet
     plane = jnp.clip(plane.astype(jnp.int32), 0, len(geometry.slice_of_plane) - 1)
     slice_index = jnp.asarray(geometry.slice_of_plane)[plane]
     potential = slice_potentials(
-        positions[:, :2], onehot.astype(real), slice_index, geometry.n_slices, form, fine,
+        positions[:, :2],
+        onehot.astype(real),
+        slice_index,
+        geometry.n_slices,
+        form,
+        fine,
         geometry.extent,
     )
     t = jnp.exp(1j * interaction_constant(energy).astype(real) * potential).astype(complex_dtype)
@@ -445,13 +454,18 @@ def _shift_kernel(gpts, sampling, dtype):
 
 def scan_positions(geometry: ADFGeometry, dtype=jnp.float32):
     """Probe positions (P, 2) in Å: scan_gpts per axis, spaced extent / scan_gpts from 0."""
-    xs = jnp.arange(geometry.scan_gpts[0], dtype=dtype) * (geometry.extent[0] / geometry.scan_gpts[0])
-    ys = jnp.arange(geometry.scan_gpts[1], dtype=dtype) * (geometry.extent[1] / geometry.scan_gpts[1])
+    xs = jnp.arange(geometry.scan_gpts[0], dtype=dtype) * (
+        geometry.extent[0] / geometry.scan_gpts[0]
+    )
+    ys = jnp.arange(geometry.scan_gpts[1], dtype=dtype) * (
+        geometry.extent[1] / geometry.scan_gpts[1]
+    )
     return jnp.stack(jnp.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
 
 
-def adf_signal(transmission, probes_k, focal_weights, positions, microscope: Microscope,
-               geometry: ADFGeometry):
+def adf_signal(
+    transmission, probes_k, focal_weights, positions, microscope: Microscope, geometry: ADFGeometry
+):
     """ADF signal (fraction of incident intensity) at probe `positions` (P, 2) Å.
 
     transmission: (L, nx, ny) band-limited transmission functions. probes_k: (F, wx, wy) probe
@@ -469,14 +483,21 @@ def adf_signal(transmission, probes_k, focal_weights, positions, microscope: Mic
         [jnp.exp(-1j * jnp.pi * lam * dz * k2) * antialias for dz in geometry.propagation]
     ).astype(probes_k.dtype)
     alpha = jnp.sqrt(k2) * lam * 1e3
-    detector = ((alpha >= microscope.detector_inner) & (alpha < microscope.detector_outer)).astype(real)
+    detector = ((alpha >= microscope.detector_inner) & (alpha < microscope.detector_outer)).astype(
+        real
+    )
     # Periodic padding so that every window is one contiguous dynamic slice.
     padded = jnp.pad(transmission, ((0, 0), (0, wx), (0, wy)), mode="wrap")
     full_x, full_y = wx >= nx, wy >= ny
+
     def one_position(r):
         # Window origin (pixels, unwrapped) and the probe's position inside the window (Å).
-        ox = jnp.zeros((), jnp.int32) if full_x else jnp.floor(r[0] / dx).astype(jnp.int32) - wx // 2
-        oy = jnp.zeros((), jnp.int32) if full_y else jnp.floor(r[1] / dy).astype(jnp.int32) - wy // 2
+        ox = (
+            jnp.zeros((), jnp.int32) if full_x else jnp.floor(r[0] / dx).astype(jnp.int32) - wx // 2
+        )
+        oy = (
+            jnp.zeros((), jnp.int32) if full_y else jnp.floor(r[1] / dy).astype(jnp.int32) - wy // 2
+        )
         shift_x, shift_y = r[0] - ox * dx, r[1] - oy * dy
         ox, oy = ox % nx, oy % ny
         ramp = jnp.exp(-2j * jnp.pi * (kx * shift_x + ky * shift_y)).astype(probes_k.dtype)
@@ -580,8 +601,9 @@ def _propagators(microscope: Microscope, geometry: ADFGeometry, gpts, dtype):
 
 def prism_beams(geometry: ADFGeometry):
     """Static FFT indices (B, 2) of the plane waves of the PRISM path."""
-    return beam_indices(geometry.gpts, geometry.sampling, geometry.planned_energy,
-                        geometry.beam_max_angle)
+    return beam_indices(
+        geometry.gpts, geometry.sampling, geometry.planned_energy, geometry.beam_max_angle
+    )
 
 
 def prism_gram(transmission, microscope: Microscope, geometry: ADFGeometry):
@@ -595,8 +617,9 @@ def prism_gram(transmission, microscope: Microscope, geometry: ADFGeometry):
     alpha = jnp.sqrt(kx**2 + ky**2).reshape(-1)[pixels] * lam * 1e3
     weight = (alpha >= microscope.detector_inner) & (alpha < microscope.detector_outer)
     beam_chunk = max(1, min(256, (1 << 22) // (gpts[0] * gpts[1])))
-    return detector_gram(transmission, propagators, prism_beams(geometry), pixels, weight,
-                         beam_chunk)
+    return detector_gram(
+        transmission, propagators, prism_beams(geometry), pixels, weight, beam_chunk
+    )
 
 
 def prism_probe_coefficients(microscope: Microscope, geometry: ADFGeometry, dtype):
@@ -616,8 +639,15 @@ def prism_probe_coefficients(microscope: Microscope, geometry: ADFGeometry, dtyp
     for x, w in zip(nodes, weights, strict=True):
         ab = microscope.aberrations
         ab = Aberrations(**{**ab.__dict__, "C10": ab.C10 + x * microscope.focal_spread})
-        psi = probe_fourier(gpts, sampling, lam, microscope.semiangle_cutoff, ab,
-                            microscope.aperture_rolloff, dtype=dtype)
+        psi = probe_fourier(
+            gpts,
+            sampling,
+            lam,
+            microscope.semiangle_cutoff,
+            ab,
+            microscope.aperture_rolloff,
+            dtype=dtype,
+        )
         psi = psi * first
         coefficients.append(psi[beams[:, 0], beams[:, 1]] * np.sqrt(w))
     beam_k = jnp.stack([kx[beams[:, 0], 0], ky[0, beams[:, 1]]], axis=1)

@@ -71,7 +71,9 @@ class Aberrations:
         return cls(**{k: float(v) for k, v in values.items()})
 
     def astype(self, dtype) -> "Aberrations":
-        return Aberrations(**{f.name: jnp.asarray(getattr(self, f.name), dtype) for f in fields(self)})
+        return Aberrations(
+            **{f.name: jnp.asarray(getattr(self, f.name), dtype) for f in fields(self)}
+        )
 
 
 # (n, m) orders with a coefficient; m = 0 terms have no azimuth.

@@ -63,8 +63,11 @@ def column_types(layout):
     keys, type_of = {}, np.zeros(numbers.shape[:2], np.int32)
     for s in range(numbers.shape[0]):
         for c in range(numbers.shape[1]):
-            key = tuple((int(n), round(float(z), 4)) for n, z in zip(numbers[s, c], zs[s, c],
-                                                                   strict=True) if n > 0)
+            key = tuple(
+                (int(n), round(float(z), 4))
+                for n, z in zip(numbers[s, c], zs[s, c], strict=True)
+                if n > 0
+            )
             key = tuple(sorted(key))
             type_of[s, c] = keys.setdefault(key, len(keys))
     return list(keys), type_of
@@ -82,6 +85,7 @@ def precompute_column_responses(
     frozen_phonons: int = 4,
     max_semiangle: float | None = None,
     seed: int = 0,
+    oversampling: int | None = None,
 ) -> ColumnResponses:
     """Gram matrices of each column type of `layout`'s material (host, once per config).
 
@@ -89,6 +93,7 @@ def precompute_column_responses(
     pixel_size: output pixel (Å); the response cell is n × pixel_size ≥ cell_extent (Å).
     frozen_phonons: thermal configurations averaged into each M_t (layout's per-slot rms).
     max_semiangle: largest convergence semiangle (mrad) the prior draws (sets the beam set).
+    oversampling: phase-grating oversampling (None: the physics default, see plan_geometry).
     """
     n = int(math.ceil(cell_extent / pixel_size))
     extent = n * pixel_size
@@ -97,8 +102,10 @@ def precompute_column_responses(
     rms_of_type = {}
     numbers_all, z_all = [], []
     for (s, c), t in np.ndenumerate(type_of):
-        rms_of_type.setdefault(t, [r for r, num in zip(rms[s, c], layout.content_numbers[s, c],
-                                                       strict=True) if num > 0])
+        rms_of_type.setdefault(
+            t,
+            [r for r, num in zip(rms[s, c], layout.content_numbers[s, c], strict=True) if num > 0],
+        )
     for key in types:
         numbers_all += [num for num, _ in key]
         z_all += [z + z_offset for _, z in key]
@@ -108,9 +115,16 @@ def precompute_column_responses(
     if max_semiangle is not None:
         planning = dataclasses.replace(microscope, semiangle_cutoff=float(max_semiangle))
     geometry = plan_geometry(
-        (extent, extent), np.array(z_all), np.array(numbers_all), planning,
-        potential_sampling=potential_sampling, slice_thickness=slice_thickness,
-        scan_sampling=pixel_size, cell_thickness=2 * z_offset, method="prism",
+        (extent, extent),
+        np.array(z_all),
+        np.array(numbers_all),
+        planning,
+        potential_sampling=potential_sampling,
+        slice_thickness=slice_thickness,
+        scan_sampling=pixel_size,
+        cell_thickness=2 * z_offset,
+        method="prism",
+        oversampling=oversampling,
     )
     beams = prism_beams(geometry)
     # Signed beam indices on the cell's reciprocal grid; q = k_b' − k_b on the n × n image grid.
@@ -120,8 +134,11 @@ def precompute_column_responses(
 
     rng = np.random.default_rng(seed)
     micro64 = microscope.astype(jnp.float32)
-    gram_fn = jax.jit(lambda p, z, m: prism_gram(
-        transmission_functions(p, z, m, micro64.energy, geometry), micro64, geometry))
+    gram_fn = jax.jit(
+        lambda p, z, m: prism_gram(
+            transmission_functions(p, z, m, micro64.energy, geometry), micro64, geometry
+        )
+    )
     grams = []
     for t, key in enumerate(types):
         if not key:
@@ -137,8 +154,9 @@ def precompute_column_responses(
             if frozen_phonons:
                 pos[:, :2] += rng.normal(size=(len(key), 2)) * sig[:, None]
             pos[:, :2] %= extent
-            total = total + gram_fn(jnp.asarray(pos, jnp.float32), jnp.asarray(nums),
-                                    jnp.ones(len(nums), bool))
+            total = total + gram_fn(
+                jnp.asarray(pos, jnp.float32), jnp.asarray(nums), jnp.ones(len(nums), bool)
+            )
         grams.append(np.asarray(total / configs))
     alpha = (float(planning.semiangle_cutoff) + float(planning.aperture_rolloff)) * 1e-3
     band = 2.0 * alpha / float(wavelength(float(microscope.energy))) + 2.0 / extent
@@ -158,8 +176,7 @@ def response_images(responses: ColumnResponses, microscope: Microscope):
 
     Fraction of incident intensity vs probe position relative to the column (periodic cell).
     """
-    coefficients, _ = prism_probe_coefficients(microscope, responses.geometry,
-                                               responses.gram.dtype)
+    coefficients, _ = prism_probe_coefficients(microscope, responses.geometry, responses.gram.dtype)
     outer = jnp.einsum("fb,fc->bc", coefficients, jnp.conj(coefficients))  # c_b c_b'*
     values = (outer[None] * responses.gram).reshape(responses.num_types, -1)
     n = responses.cell_gpts
@@ -168,8 +185,9 @@ def response_images(responses: ColumnResponses, microscope: Microscope):
     return jnp.fft.ifft2(spectrum).real * (n * n)
 
 
-def render_columns(responses: ColumnResponses, microscope: Microscope, site_xy, site_type,
-                   site_weight, canvas_gpts):
+def render_columns(
+    responses: ColumnResponses, microscope: Microscope, site_xy, site_type, site_weight, canvas_gpts
+):
     """ADF image (canvas_gpts) of columns at `site_xy` (M, 2) Å with types `site_type` (M,).
 
     site_weight: (M,) 0/1 (masked sites contribute nothing). The canvas is periodic with the
@@ -180,12 +198,14 @@ def render_columns(responses: ColumnResponses, microscope: Microscope, site_xy, 
     hx, hy = canvas_gpts
     px = responses.pixel_size
     r = response_images(responses, microscope).astype(real)  # (T, n, n), column at origin
-    # Embed the periodic, origin-centred response cell into the canvas, wrapped around 0.
+    # Embed the periodic, origin-centred response cell into the canvas, wrapped around 0
+    # (summed where a cell larger than the canvas wraps onto itself: the canvas is periodic).
     h = n // 2
     cells = np.concatenate([np.arange(0, n - h), np.arange(-h, 0)])
     patch = jnp.zeros((r.shape[0], hx, hy), real)
-    patch = patch.at[:, (cells % hx)[:, None], (cells % hy)[None, :]].set(
-        r[:, (cells % n)[:, None], (cells % n)[None, :]])
+    patch = patch.at[:, (cells % hx)[:, None], (cells % hy)[None, :]].add(
+        r[:, (cells % n)[:, None], (cells % n)[None, :]]
+    )
     # Low-frequency window: the ADF image is band-limited to 2α/λ.
     kx = np.fft.fftfreq(hx, px)
     ky = np.fft.fftfreq(hy, px)
@@ -197,7 +217,8 @@ def render_columns(responses: ColumnResponses, microscope: Microscope, site_xy, 
     ey = jnp.exp(-2j * jnp.pi * site_xy[:, 1, None] * jnp.asarray(ky[iy], real)[None, :])
     onehot = (site_type[:, None] == jnp.arange(responses.num_types)[None, :]) * site_weight[:, None]
     ey_w = (onehot.astype(cdtype)[:, :, None] * ey.astype(cdtype)[:, None, :]).reshape(
-        site_xy.shape[0], -1)
+        site_xy.shape[0], -1
+    )
     structure = (ex.astype(cdtype) @ ey_w).reshape(len(ix), responses.num_types, len(iy))
     low = jnp.einsum("xty,txy->xy", structure, r_hat)
     spectrum = jnp.zeros((hx, hy), cdtype).at[ix[:, None], iy[None, :]].set(low)

@@ -109,28 +109,54 @@ class BatchMaker:
         if data.simulation == "columns":
             site_type = self.responses.type_of[specimen.site_sublattice, specimen.site_class]
             inside = jnp.all((specimen.site_xy >= 0) & (specimen.site_xy < self.canvas_px * px), -1)
-            clean = render_columns(self.responses, microscope, specimen.site_xy, site_type,
-                                   inside.astype(jnp.float32), canvas)
+            clean = render_columns(
+                self.responses,
+                microscope,
+                specimen.site_xy,
+                site_type,
+                inside.astype(jnp.float32),
+                canvas,
+            )
             clean = source_blur(clean, microscope.source_size, px)
         else:
             positions = specimen.positions + jnp.array([0.0, 0.0, data.z_offset_angstrom])
-            clean = adf_image(positions, specimen.numbers, specimen.mask, microscope,
-                              self.geometry)
+            clean = adf_image(positions, specimen.numbers, specimen.mask, microscope, self.geometry)
         clean = jnp.maximum(clean, 0.0)
         points = specimen.site_xy / px - data.margin_px
         out = (data.image_size_px, data.image_size_px)
-        image, warped, aux = corrupt(k_cor, clean, points, self.corruption, pixel_size=px,
-                                     out_shape=out, dose_electrons_per_pixel=dose)
+        image, warped, aux = corrupt(
+            k_cor,
+            clean,
+            points,
+            self.corruption,
+            pixel_size=px,
+            out_shape=out,
+            dose_electrons_per_pixel=dose,
+        )
         valid = aux["inside"]
         if data.target == "disk":
-            targets = render_class_map(warped, specimen.site_class, valid, out,
-                                       data.target_radius_px)
+            targets = render_class_map(
+                warped, specimen.site_class, valid, out, data.target_radius_px
+            )
         else:
-            targets = render_heatmaps(warped, specimen.site_class, valid, out,
-                                      self.registry.num_classes, data.target_radius_px)
-        return Batch(images=image, targets=targets, points=warped, classes=specimen.site_class,
-                     sublattice=specimen.site_sublattice, valid=valid,
-                     clean=aux["clean_warped"], dose=jnp.asarray(aux["electrons_per_pixel"]))
+            targets = render_heatmaps(
+                warped,
+                specimen.site_class,
+                valid,
+                out,
+                self.registry.num_classes,
+                data.target_radius_px,
+            )
+        return Batch(
+            images=image,
+            targets=targets,
+            points=warped,
+            classes=specimen.site_class,
+            sublattice=specimen.site_sublattice,
+            valid=valid,
+            clean=aux["clean_warped"],
+            dose=jnp.asarray(aux["electrons_per_pixel"]),
+        )
 
 
 def source_blur(image, source_size, pixel_size):
@@ -141,16 +167,18 @@ def source_blur(image, source_size, pixel_size):
     return jnp.fft.ifft2(jnp.fft.fft2(image) * envelope).real
 
 
-def build_batch_maker(specimen_cfg, microscope_prior: MicroscopePrior,
-                      corruption: CorruptionConfig, data: DataConfig) -> BatchMaker:
+def build_batch_maker(
+    specimen_cfg, microscope_prior: MicroscopePrior, corruption: CorruptionConfig, data: DataConfig
+) -> BatchMaker:
     """Plan a configuration on the host: layout, and column responses or multislice grids.
 
     Raises ValueError naming the field when a choice is unknown or the grids cannot represent
     the prior (e.g. a detector angle beyond the potential's band limit).
     """
     if data.simulation not in SIMULATION_MODES:
-        raise ValueError(f"data.simulation: expected one of {SIMULATION_MODES}, "
-                         f"got {data.simulation!r}")
+        raise ValueError(
+            f"data.simulation: expected one of {SIMULATION_MODES}, got {data.simulation!r}"
+        )
     if data.target not in TARGET_FORMS:
         raise ValueError(f"data.target: expected one of {TARGET_FORMS}, got {data.target!r}")
     if data.image_size_px <= 0 or data.margin_px < 0 or data.batch_size <= 0:
@@ -165,19 +193,34 @@ def build_batch_maker(specimen_cfg, microscope_prior: MicroscopePrior,
             if low != high:
                 raise ValueError(
                     f"microscope.{name}: the 'columns' simulation precomputes column responses "
-                    f"for one {name}; give it zero spread or use data.simulation=multislice")
+                    f"for one {name}; give it zero spread or use data.simulation=multislice"
+                )
         responses = precompute_column_responses(
-            layout, planning, pixel_size=px, cell_extent=data.column_cell_angstrom,
-            potential_sampling=data.potential_sampling, slice_thickness=data.slice_thickness,
-            z_offset=data.z_offset_angstrom, frozen_phonons=data.column_phonons,
-            max_semiangle=float(planning.semiangle_cutoff))
-        return BatchMaker(layout, microscope_prior, corruption, data, px, canvas,
-                          responses=responses)
+            layout,
+            planning,
+            pixel_size=px,
+            cell_extent=data.column_cell_angstrom,
+            potential_sampling=data.potential_sampling,
+            slice_thickness=data.slice_thickness,
+            z_offset=data.z_offset_angstrom,
+            frozen_phonons=data.column_phonons,
+            max_semiangle=float(planning.semiangle_cutoff),
+        )
+        return BatchMaker(
+            layout, microscope_prior, corruption, data, px, canvas, responses=responses
+        )
     z = np.asarray(layout.content_z).reshape(-1) + data.z_offset_angstrom
     numbers = np.asarray(layout.content_numbers).reshape(-1)
     keep = numbers > 0
     geometry = plan_geometry(
-        (canvas * px, canvas * px), z[keep], numbers[keep], planning,
-        potential_sampling=data.potential_sampling, slice_thickness=data.slice_thickness,
-        scan_sampling=px, cell_thickness=2 * data.z_offset_angstrom, method="multislice")
+        (canvas * px, canvas * px),
+        z[keep],
+        numbers[keep],
+        planning,
+        potential_sampling=data.potential_sampling,
+        slice_thickness=data.slice_thickness,
+        scan_sampling=px,
+        cell_thickness=2 * data.z_offset_angstrom,
+        method="multislice",
+    )
     return BatchMaker(layout, microscope_prior, corruption, data, px, canvas, geometry=geometry)

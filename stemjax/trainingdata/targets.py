@@ -29,7 +29,9 @@ def render_class_map(points_px, classes, valid, shape, radius_px: float = 2.5):
     inside &= (pix[..., 0] >= 0) & (pix[..., 0] < shape[0]) & (pix[..., 1] >= 0)
     inside &= pix[..., 1] < shape[1]
     value = jnp.where(inside, classes[:, None], 0).astype(jnp.int32)
-    flat = jnp.clip(pix[..., 0], 0, shape[0] - 1) * shape[1] + jnp.clip(pix[..., 1], 0, shape[1] - 1)
+    flat = jnp.clip(pix[..., 0], 0, shape[0] - 1) * shape[1] + jnp.clip(
+        pix[..., 1], 0, shape[1] - 1
+    )
     out = jnp.zeros(shape[0] * shape[1], jnp.int32).at[flat.reshape(-1)].max(value.reshape(-1))
     return out.reshape(shape)
 
@@ -46,7 +48,9 @@ def render_heatmaps(points_px, classes, valid, shape, num_classes: int, sigma_px
     ok &= (pix[..., 0] >= 0) & (pix[..., 0] < shape[0]) & (pix[..., 1] >= 0)
     ok &= pix[..., 1] < shape[1]
     weight = jnp.where(ok, weight, 0.0)
-    flat = jnp.clip(pix[..., 0], 0, shape[0] - 1) * shape[1] + jnp.clip(pix[..., 1], 0, shape[1] - 1)
+    flat = jnp.clip(pix[..., 0], 0, shape[0] - 1) * shape[1] + jnp.clip(
+        pix[..., 1], 0, shape[1] - 1
+    )
     chan = jnp.broadcast_to(classes[:, None], flat.shape)
     out = jnp.zeros((num_classes, shape[0] * shape[1]), jnp.float32)
     out = out.at[chan.reshape(-1), flat.reshape(-1)].max(weight.reshape(-1))

@@ -15,9 +15,13 @@ from stemjax.trainingdata.columns import (
 )
 
 PIXEL = 0.2074
-MICROSCOPE = Microscope(energy=80e3, semiangle_cutoff=25.2, detector_inner=63.0,
-                        detector_outer=200.0,
-                        aberrations=Aberrations(C10=-12.0, C12=15.0, phi12=0.7, C21=300.0))
+MICROSCOPE = Microscope(
+    energy=80e3,
+    semiangle_cutoff=25.2,
+    detector_inner=63.0,
+    detector_outer=200.0,
+    aberrations=Aberrations(C10=-12.0, C12=15.0, phi12=0.7, C21=300.0),
+)
 
 
 def relrms(a, b):
@@ -29,8 +33,9 @@ def wse2():
     cfg = load_specimen_config("wse2te")
     n = 58
     layout = build_layout(cfg, (n * PIXEL, n * PIXEL), thermal=False)
-    responses = precompute_column_responses(layout, MICROSCOPE, pixel_size=PIXEL,
-                                            cell_extent=n * PIXEL, frozen_phonons=0)
+    responses = precompute_column_responses(
+        layout, MICROSCOPE, pixel_size=PIXEL, cell_extent=n * PIXEL, frozen_phonons=0, oversampling=4
+    )
     return cfg, layout, responses, n
 
 
@@ -68,14 +73,26 @@ def test_single_column_equals_multislice(wse2, element_class):
     box = n * PIXEL
     geometry = responses.geometry
     assert geometry.extent == (box, box)
-    reference = adf_image(jnp.asarray(positions, jnp.float32), jnp.asarray(nums, jnp.int32),
-                          jnp.ones(len(nums), bool), MICROSCOPE.astype(jnp.float32), geometry)
+    reference = adf_image(
+        jnp.asarray(positions, jnp.float32),
+        jnp.asarray(nums, jnp.int32),
+        jnp.ones(len(nums), bool),
+        MICROSCOPE.astype(jnp.float32),
+        geometry,
+    )
     site_type = jnp.asarray([responses.type_of[s, c]])
-    image = render_columns(responses, MICROSCOPE.astype(jnp.float32),
-                           jnp.asarray([xy], jnp.float32), site_type, jnp.ones(1), (n, n))
+    image = render_columns(
+        responses,
+        MICROSCOPE.astype(jnp.float32),
+        jnp.asarray([xy], jnp.float32),
+        site_type,
+        jnp.ones(1),
+        (n, n),
+    )
     reference = np.asarray(reference)
     assert np.unravel_index(np.argmax(image), image.shape) == np.unravel_index(
-        np.argmax(reference), reference.shape)
+        np.argmax(reference), reference.shape
+    )
     # Not bitwise: the phase grating exp(iσV) on a finite grid is not exactly shift-invariant
     # for sub-pixel atom positions (~0.3 %); a wrong shift, sign or scale gives O(1) errors.
     assert relrms(np.asarray(image), reference) < 5e-3
@@ -110,18 +127,30 @@ def test_lattice_gap_to_multislice_is_small():
     n = 68
     box = n * PIXEL
     layout = build_layout(cfg, (box, box), thermal=False)
-    responses = precompute_column_responses(layout, MICROSCOPE, pixel_size=PIXEL,
-                                            frozen_phonons=0)
+    responses = precompute_column_responses(
+        layout, MICROSCOPE, pixel_size=PIXEL, frozen_phonons=0, oversampling=4
+    )
     spec = sample_specimen(jax.random.key(3), layout, "train")
     z = np.asarray(layout.content_z).reshape(-1) + 3.0
     nums = np.asarray(layout.content_numbers).reshape(-1)
-    geometry = plan_geometry((box, box), z[nums > 0], nums[nums > 0], MICROSCOPE,
-                             scan_sampling=PIXEL, cell_thickness=6.0, method="prism")
+    geometry = plan_geometry(
+        (box, box),
+        z[nums > 0],
+        nums[nums > 0],
+        MICROSCOPE,
+        scan_sampling=PIXEL,
+        cell_thickness=6.0,
+        method="prism",
+        oversampling=4,
+    )
     pos = spec.positions + jnp.array([0.0, 0.0, 3.0])
     m = MICROSCOPE.astype(jnp.float32)
     reference = np.asarray(adf_image(pos, spec.numbers, spec.mask, m, geometry))
     site_type = responses.type_of[spec.site_sublattice, spec.site_class]
-    image = np.asarray(render_columns(responses, m, spec.site_xy, site_type,
-                                      spec.site_valid.astype(jnp.float32), (n, n)))
+    image = np.asarray(
+        render_columns(
+            responses, m, spec.site_xy, site_type, spec.site_valid.astype(jnp.float32), (n, n)
+        )
+    )
     assert relrms(image, reference) < 0.03
     assert np.corrcoef(image.ravel(), reference.ravel())[0, 1] > 0.998

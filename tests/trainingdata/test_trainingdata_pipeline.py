@@ -61,14 +61,19 @@ def test_labels_sit_on_their_intensity_signature(maker):
         batch = jax.device_get(maker.make_batch(jax.random.key(100 + seed)))
         for i in range(batch.images.shape[0]):
             clean = batch.clean[i]
-            pts, cls, sub, ok = batch.points[i], batch.classes[i], batch.sublattice[i], batch.valid[i]
+            pts, cls, sub, ok = (
+                batch.points[i],
+                batch.classes[i],
+                batch.sublattice[i],
+                batch.valid[i],
+            )
             h = clean.shape[0]
             inner = ok & (pts >= 3).all(1) & (pts <= h - 4).all(1)
             rc = np.rint(pts).astype(int)
             value = clean[rc[:, 0].clip(0, h - 1), rc[:, 1].clip(0, h - 1)]
             w_sites = inner & (cls == 0) & (sub == metal)
-            for (r, c) in rc[w_sites]:
-                patch = clean[r - 2:r + 3, c - 2:c + 3]
+            for r, c in rc[w_sites]:
+                patch = clean[r - 2 : r + 3, c - 2 : c + 3]
                 pr, pc = np.unravel_index(patch.argmax(), patch.shape)
                 offsets.append(np.hypot(pr - 2, pc - 2))
             bright.extend(value[w_sites])
@@ -79,10 +84,19 @@ def test_labels_sit_on_their_intensity_signature(maker):
     assert np.median(dark) < 0.5 * np.median(bright)
 
 
-@pytest.mark.parametrize("override", [
-    "specimen=wse2te", "specimen=mos2se", "specimen=ws2", "microscope=mos2_60kv",
-    "corruption=none", "data=default", "data.target=gaussian", "data.simulation=multislice",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "specimen=wse2te",
+        "specimen=mos2se",
+        "specimen=ws2",
+        "microscope=mos2_60kv",
+        "corruption=none",
+        "data=default",
+        "data.target=gaussian",
+        "data.simulation=multislice",
+    ],
+)
 def test_every_config_composes(override):
     cfg = load_config([override])
     specimen, prior, corruption, data = to_runtime(cfg)
@@ -101,7 +115,8 @@ def test_unknown_key_fails_with_its_name(tmp_path):
 
 
 def test_bad_mode_is_a_clear_error():
-    specimen, prior, corruption, data = to_runtime(load_config(["data=small",
-                                                                "data.simulation=fast"]))
+    specimen, prior, corruption, data = to_runtime(
+        load_config(["data=small", "data.simulation=fast"])
+    )
     with pytest.raises(ValueError, match="data.simulation"):
         build_batch_maker(specimen, prior, corruption, data)
