@@ -22,7 +22,7 @@ from stemjax.specimen import build_layout, sample_specimen
 from stemjax.trainingdata.columns import precompute_column_responses, render_columns
 from stemjax.trainingdata.targets import render_class_map, render_heatmaps
 
-SIMULATION_MODES = ("columns", "multislice")
+SIMULATION_MODES = ("auto", "columns", "multislice")
 TARGET_FORMS = ("disk", "gaussian")
 
 
@@ -44,7 +44,7 @@ class DataConfig:
     image_size_px: int = 256
     margin_px: int = 24
     batch_size: int = 8
-    simulation: str = "columns"
+    simulation: str = "auto"
     prior: str = "train"
     target: str = "disk"
     target_radius_px: float = 2.5
@@ -183,6 +183,9 @@ def build_batch_maker(
         raise ValueError(f"data.target: expected one of {TARGET_FORMS}, got {data.target!r}")
     if data.image_size_px <= 0 or data.margin_px < 0 or data.batch_size <= 0:
         raise ValueError("data: image_size_px and batch_size must be positive, margin_px >= 0")
+    if data.simulation == "auto":
+        mode = "multislice" if jax.default_backend() != "cpu" else "columns"
+        data = dataclasses.replace(data, simulation=mode)
     px = float(microscope_prior.pixel_size_angstrom)
     canvas = data.image_size_px + 2 * data.margin_px
     layout = build_layout(specimen_cfg, (canvas * px, canvas * px))
