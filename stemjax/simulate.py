@@ -217,11 +217,14 @@ def main(argv=None):
         help="ADF inner and outer angles in mrad",
     )
     parser.add_argument("--scan-sampling", type=float, default=0.2, help="probe step in Å")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         parser.error(f"--out: expected a .png file name, got {out}")
+    if out.exists() and not args.overwrite:
+        parser.error(f"--out: {out} exists; pass --overwrite to replace it")
     atoms, defects = wse2_demo_cell(tuple(args.cells))
     t0 = time.perf_counter()
     image = simulate_adf(
