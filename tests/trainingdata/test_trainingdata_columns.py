@@ -34,7 +34,12 @@ def wse2():
     n = 58
     layout = build_layout(cfg, (n * PIXEL, n * PIXEL), thermal=False)
     responses = precompute_column_responses(
-        layout, MICROSCOPE, pixel_size=PIXEL, cell_extent=n * PIXEL, frozen_phonons=0, oversampling=4
+        layout,
+        MICROSCOPE,
+        pixel_size=PIXEL,
+        cell_extent=n * PIXEL,
+        frozen_phonons=0,
+        oversampling=4,
     )
     return cfg, layout, responses, n
 
