@@ -1,0 +1,417 @@
+"""The training loop: one straight function in banner-commented sections (big_vision style).
+
+`train(cfg, output_dir)` takes a composed `TrainConfig` DictConfig (`TrainConfig` below)
+and returns the final validation metric. Every step draws its data key as
+`fold_in(key(trainer.seed), step)` and simulates + corrupts the batch INSIDE the jitted step, so
+the data stream is a pure function of (seed, step) and a resumed run reproduces an uninterrupted
+one. Metrics come to the host only on log / eval / checkpoint steps, where NaN/Inf stops the run
+(naming the step) before anything is saved.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from stemjax.config import Config
+from stemjax.model import LossConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation and bookkeeping (Hydra schema `trainer/`).
+
+    steps: optimiser steps in total. learning_rate: peak AdamW rate, reached after
+    warmup_steps (linear from 0) and cosine-decayed to 0 at `steps`. weight_decay: AdamW decoupled
+    decay. grad_clip: global-norm clip (0 = off). ema: EMA decay of the weights (0 = off; the
+    EMA weights are then used for validation). log_every / eval_every / checkpoint_every: in
+    steps (0 = only at the end). keep_checkpoints: latest checkpoints kept (plus the best by
+    validation F1). val_batches: validation batches (drawn once from the EVAL prior with keys
+    from `val_seed`). resume: continue from the latest checkpoint in the run directory.
+    seed: data stream and initialisation seed. class_weight_batches: training batches whose
+    class-pixel frequencies set the loss weights (0 = unweighted). decode_threshold /
+    min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
+    progress: show a tqdm progress bar. images_every_eval: write the input/target/prediction PNG.
+    """
+
+    steps: int = 20000
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ema: float = 0.0
+    log_every: int = 50
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    val_batches: int = 8
+    val_seed: int = 12345
+    resume: bool = True
+    seed: int = 0
+    class_weight_batches: int = 4
+    decode_threshold: float = 0.5
+    min_distance_px: int = 3
+    progress: bool = True
+    images_every_eval: bool = True
+
+
+@dataclass
+class TrainConfig(Config):
+    """Top-level schema of `conf/train.yaml`: the data `Config` plus model, loss and trainer."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+
+
+TRAIN_CONFIG_NAME = "train_config"
+
+
+def register_train_configs() -> None:
+    """Register the data schemas and `train_config` (TrainConfig) in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    from stemjax.config import register_configs
+
+    register_configs()
+    ConfigStore.instance().store(name=TRAIN_CONFIG_NAME, node=TrainConfig)
+
+
+def load_train_config(overrides=()):
+    """Compose `conf/train.yaml` with Hydra overrides, without a Hydra app (tests, notebooks)."""
+    from hydra import compose, initialize_config_dir
+
+    from stemjax.config import config_dir
+
+    register_train_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+class NonFiniteError(FloatingPointError):
+    """Loss or gradient became NaN/Inf; the message names the step."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------
+def make_schedule(tc: TrainerConfig) -> optax.Schedule:
+    """Linear warm-up to `learning_rate`, cosine decay to 0 at `steps`."""
+    warmup = int(min(max(tc.warmup_steps, 0), max(tc.steps - 1, 0)))
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=tc.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(tc.steps, warmup + 1),
+        end_value=0.0,
+    )
+
+
+def make_optimizer(tc: TrainerConfig) -> optax.GradientTransformation:
+    """clip_by_global_norm (if grad_clip > 0) → AdamW on the warm-up/cosine schedule."""
+    parts = []
+    if tc.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(tc.grad_clip))
+    parts.append(optax.adamw(make_schedule(tc), weight_decay=tc.weight_decay))
+    return optax.chain(*parts)
+
+
+def _every(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _model_state(model):
+    """What is checkpointed of the model: everything but RNG streams (reseeded per step)."""
+    return nnx.state(model, nnx.Not(nnx.RngState))
+
+
+def class_frequencies(maker, n_batches: int, seed: int) -> np.ndarray | None:
+    """Pixel counts per class over `n_batches` training batches (keys from `seed`); (C,)."""
+    if n_batches <= 0:
+        return None
+    c = maker.registry.num_classes
+    counts = np.zeros(c, np.float64)
+    base = jax.random.fold_in(jax.random.key(seed), 0x5EED)
+    for i in range(n_batches):
+        t = np.asarray(maker.make_batch(jax.random.fold_in(base, i)).targets)
+        if t.ndim == 4:  # heatmaps (B, C, H, W)
+            counts += t.sum(axis=(0, 2, 3))
+        else:
+            counts += np.bincount(t.reshape(-1), minlength=c)[:c]
+    return counts
+
+
+def validation_set(eval_maker, n_batches: int, seed: int) -> list:
+    """`n_batches` fixed batches from the eval-prior maker, keys fold_in(key(seed), i); on host."""
+    base = jax.random.key(seed)
+    return [
+        jax.device_get(eval_maker.make_batch(jax.random.fold_in(base, i))) for i in range(n_batches)
+    ]
+
+
+def save_figure(path: Path, image, target, logits, title: str = "") -> None:
+    """PNG of input / target / predicted class map (argmax) for one image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = np.asarray(target)
+    if target.ndim == 3:  # heatmaps (C, H, W) → class map
+        target = target.argmax(0)
+    pred = np.asarray(logits).argmax(-1)
+    vmax = max(int(target.max()), int(pred.max()), 1)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(np.asarray(image), cmap="gray")
+    axes[0].set_title("input")
+    axes[1].imshow(target, cmap="tab10", vmin=0, vmax=max(vmax, 9), interpolation="nearest")
+    axes[1].set_title("target")
+    axes[2].imshow(pred, cmap="tab10", vmin=0, vmax=max(vmax, 9), interpolation="nearest")
+    axes[2].set_title("prediction")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+class MetricsWriter:
+    """Appends rows to metrics.csv; the header grows if new columns appear (file rewritten)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict] = []
+        if path.exists():
+            with path.open() as f:
+                self.rows = list(csv.DictReader(f))
+
+    def write(self, row: dict[str, Any]) -> None:
+        step = int(row["step"])
+        # a resumed run rewrites the steps after its checkpoint
+        self.rows = [r for r in self.rows if int(float(r["step"])) < step or r is row]
+        self.rows.append(row)
+        fields: list[str] = []
+        for r in self.rows:
+            fields += [k for k in r if k not in fields]
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# The training function
+# ------------------------------------------------------------------------------------------------
+def train(
+    cfg, output_dir: str | Path, *, makers: tuple | None = None, stop_at: int | None = None
+) -> float:
+    """Train the U-Net described by `cfg` (a composed TrainConfig DictConfig or object).
+
+    output_dir: run directory (metrics.csv, checkpoints/, figures/). makers: optional prebuilt
+    (train BatchMaker, eval BatchMaker) to skip the host-side planning (tests). stop_at: stop
+    after this step (simulates an interrupted run; the schedule still spans trainer.steps).
+    Returns the final validation F1 over all defects (0.0 when undefined).
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from stemjax.config import to_runtime
+    from stemjax.evaluation import decode_defects, evaluate
+    from stemjax.model import UNet, make_loss
+    from stemjax.training.checkpoint import Checkpointer
+    from stemjax.trainingdata.pipeline import build_batch_maker
+
+    # ---------------------------------------------------------------------------- config ------
+    obj = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
+    tc: TrainerConfig = obj.trainer
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    if tc.steps <= 0:
+        raise ValueError(f"trainer.steps must be positive, got {tc.steps}")
+
+    # ---------------------------------------------------------------------------- data --------
+    if makers is None:
+        specimen, prior, corruption, data = to_runtime(cfg)
+        maker = build_batch_maker(specimen, prior, corruption, data)
+        eval_maker = dataclasses.replace(maker, data=dataclasses.replace(maker.data, prior="eval"))
+    else:
+        maker, eval_maker = makers
+    registry = maker.registry
+    num_classes = registry.num_classes
+    pixel_size = float(maker.pixel_size)
+    val_set = validation_set(eval_maker, tc.val_batches, tc.val_seed)
+    freqs = class_frequencies(maker, tc.class_weight_batches, tc.seed)
+
+    # ---------------------------------------------------------------------------- model -------
+    mcfg = dataclasses.replace(obj.model, num_classes=num_classes)
+    model = UNet(mcfg, rngs=nnx.Rngs(params=tc.seed, dropout=tc.seed + 1))
+    tx = make_optimizer(tc)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    schedule = make_schedule(tc)
+    loss_fn = make_loss(obj.loss, freqs)
+    use_dropout = mcfg.dropout > 0
+    model_def, _ = nnx.split(model)
+    opt_def, _ = nnx.split(optimizer)
+    state = {"model": _model_state(model), "opt": nnx.state(optimizer)}
+    if tc.ema > 0:
+        state["ema"] = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))  # own buffers
+    rng_state = nnx.state(model, nnx.RngState)  # not checkpointed; reseeded every step
+
+    # ---------------------------------------------------------------------------- steps -------
+    data_key = jax.random.key(tc.seed)
+    dropout_key = jax.random.fold_in(jax.random.key(tc.seed), 0xD0)
+
+    def train_step(state, rngs, step):
+        model = nnx.merge(model_def, state["model"], rngs)
+        optimizer = nnx.merge(opt_def, state["opt"])
+        if use_dropout:
+            nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
+        batch = maker._batch(jax.random.fold_in(data_key, step))
+
+        def objective(m):
+            return loss_fn(m(batch.images), batch.targets)
+
+        loss, grads = nnx.value_and_grad(objective)(model)
+        optimizer.update(model, grads)
+        new = {"model": _model_state(model), "opt": nnx.state(optimizer)}
+        if "ema" in state:
+            params = nnx.state(model, nnx.Param)
+            new["ema"] = jax.tree.map(
+                lambda e, p: tc.ema * e + (1.0 - tc.ema) * p, state["ema"], params
+            )
+        nonfinite = sum(
+            jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "nonfinite_params": nonfinite.astype(jnp.float32),
+        }
+        return new, metrics
+
+    train_step = jax.jit(train_step, donate_argnums=(0,))
+
+    @jax.jit
+    def predict(state, rngs, images):
+        model = nnx.merge(model_def, state["model"], rngs)
+        if "ema" in state:
+            nnx.update(model, state["ema"])
+        logits = model(images, deterministic=True)
+        return logits
+
+    def validate(state, step: int) -> dict[str, float]:
+        preds, losses, first = [], [], None
+        for batch in val_set:
+            logits = predict(state, rng_state, batch.images)
+            losses.append(float(loss_fn(logits, batch.targets)))
+            det = decode_defects(
+                logits, threshold=tc.decode_threshold, min_distance_px=tc.min_distance_px
+            )
+            det = jax.device_get(det)
+            preds += [
+                {"points": det.points[b], "classes": det.classes[b], "valid": det.valid[b]}
+                for b in range(det.points.shape[0])
+            ]
+            if first is None:
+                first = (batch.images[0], batch.targets[0], np.asarray(logits[0]))
+        gts = [
+            {"points": b.points[i], "classes": b.classes[i], "valid": b.valid[i]}
+            for b in val_set
+            for i in range(b.points.shape[0])
+        ]
+        result = evaluate(preds, gts, num_classes, list(registry.names), pixel_size)
+        scalars = {"val_" + k: v for k, v in result.scalars().items()}
+        scalars["val_loss"] = float(np.mean(losses)) if losses else float("nan")
+        scalars.setdefault("val_f1", 0.0)
+        if tc.images_every_eval and first is not None:
+            save_figure(out / "figures" / f"val_{step:07d}.png", *first, title=f"step {step}")
+        return scalars
+
+    # ---------------------------------------------------------------------------- resume ------
+    ckpt = Checkpointer(out / "checkpoints", keep=tc.keep_checkpoints, best_metric="val_f1")
+    start = 0
+    if tc.resume and ckpt.latest_step() is not None:
+        start, state = ckpt.restore(state)
+        log.info("resumed from checkpoint at step %d", start)
+    writer = MetricsWriter(out / "metrics.csv")
+
+    # ---------------------------------------------------------------------------- loop --------
+    last = tc.steps if stop_at is None else min(int(stop_at), tc.steps)
+    final_f1 = 0.0
+    progress = None
+    if tc.progress:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=tc.steps, initial=start, desc="train", dynamic_ncols=True)
+    t0, n_since = time.perf_counter(), 0
+    try:
+        for step in range(start + 1, last + 1):
+            state, metrics = train_step(state, rng_state, jnp.asarray(step, jnp.uint32))
+            n_since += 1
+            do_log = _every(step, tc.log_every, tc.steps) or step == last
+            do_eval = _every(step, tc.eval_every, tc.steps)
+            do_ckpt = _every(step, tc.checkpoint_every, tc.steps) or step == last
+            if progress is not None:
+                progress.update(1)
+            if not (do_log or do_eval or do_ckpt):
+                continue
+            # -- host: metrics, NaN check (before any save) ---------------------------------
+            host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            bad = [k for k, v in host.items() if not math.isfinite(v)]
+            if host.pop("nonfinite_params") > 0:
+                bad.append("parameters")
+            if bad:
+                raise NonFiniteError(
+                    f"non-finite {', '.join(bad)} at step {step} "
+                    f"({', '.join(f'{k}={host[k]}' for k in bad if k in host)}); stopping "
+                    f"without saving a checkpoint of this state"
+                )
+            dt = time.perf_counter() - t0
+            row: dict[str, Any] = {
+                "step": step,
+                "loss": host["loss"],
+                "grad_norm": host["grad_norm"],
+                "lr": float(schedule(step - 1)),
+                "images_per_s": n_since * maker.data.batch_size / max(dt, 1e-9),
+            }
+            n_since = 0
+            val = None
+            if do_eval:
+                val = validate(state, step)
+                row.update(val)
+                final_f1 = float(val["val_f1"])
+            writer.write(row)
+            if progress is not None:
+                progress.set_postfix(
+                    loss=f"{host['loss']:.4f}", img_s=f"{row['images_per_s']:.1f}", refresh=False
+                )
+            headline = ("loss", "grad_norm", "lr", "images_per_s", "val_loss", "val_recall")
+            headline += ("val_precision", "val_f1")
+            log.info(
+                "step %d: %s",
+                step,
+                ", ".join(f"{k}={row[k]:.4g}" for k in headline if k in row),
+            )
+            if do_ckpt:
+                ckpt.save(step, state, metrics=val)
+            t0 = time.perf_counter()  # throughput excludes validation and saving
+    finally:
+        if progress is not None:
+            progress.close()
+        ckpt.close()
+    return final_f1
