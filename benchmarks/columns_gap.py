@@ -92,7 +92,12 @@ def main():
         spec = sample_specimen(jax.random.key(s), layout, "train")
         pos = np.asarray(spec.positions, np.float64)
         pos[:, 2] += z_offset
-        rms_atoms = np.where(np.asarray(spec.numbers) == 74, 0.06, 0.08)
+        # Per-atom thermal rms (Å) from the material config: site's (sublattice, class, slot).
+        sub, cls = np.asarray(spec.site_sublattice), np.asarray(spec.site_class)
+        slots = np.arange(len(pos)) % 2
+        rms_atoms = np.asarray(layout.content_rms)[
+            sub[np.arange(len(pos)) // 2], cls[np.arange(len(pos)) // 2], slots
+        ]
         t0 = time.perf_counter()
         ms = 0.0
         for _ in range(max(1, args.phonons)):

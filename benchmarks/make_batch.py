@@ -18,10 +18,10 @@ import jax.numpy as jnp
 from stemjax.config import load_config, to_runtime
 from stemjax.corrupt import corrupt
 from stemjax.microscope_prior import sample_microscope
-from stemjax.physics.adf import adf_image
+from stemjax.physics.adf import adf_image, source_blur
 from stemjax.specimen import sample_specimen
 from stemjax.trainingdata.columns import render_columns
-from stemjax.trainingdata.pipeline import build_batch_maker, source_blur
+from stemjax.trainingdata.pipeline import build_batch_maker
 
 
 def bench(fn, *args, repeat=3):
@@ -68,7 +68,7 @@ def main():
             spec.site_valid.astype(jnp.float32),
             canvas,
         )
-        return source_blur(img, mic.source_size, px)
+        return source_blur(img, mic.source_size, (px, px))
 
     sim_fn = jax.jit(jax.vmap(simulate))
     clean = sim_fn(specimens, microscopes)

@@ -151,7 +151,6 @@ def wse2_demo_cell(reps=(6, 4), a=3.297):
     atoms.wrap()
     xy = atoms.positions[:, :2]
     symbols = np.array(atoms.get_chemical_symbols())
-    centre = np.diag(atoms.cell.array)[:2] / 2
 
     def column_near(target, element):
         d = np.linalg.norm(xy - target, axis=1) + np.where(symbols == element, 0, 1e9)
@@ -180,7 +179,6 @@ def wse2_demo_cell(reps=(6, 4), a=3.297):
         defects.append((name, float(xy[idx[0], 0]), float(xy[idx[0], 1])))
     atoms.set_chemical_symbols(list(symbols))
     del atoms[sorted(set(int(i) for i in remove))]
-    del centre
     return atoms, defects
 
 

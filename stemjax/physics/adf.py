@@ -30,7 +30,7 @@ from stemjax.physics.potential import (
     slice_potentials,
 )
 from stemjax.physics.prism import beam_indices, detector_gram, detector_indices, prism_signal
-from stemjax.physics.probe import Aberrations, probe_fourier
+from stemjax.physics.probe import ABERRATION_ORDERS, Aberrations, probe_fourier
 
 #: Antialiasing aperture: cutoff at 2/3 of the Nyquist frequency, cosine taper of width
 #: ANTIALIAS_TAPER / sampling (1/Å) inside the cutoff (the same convention as abTEM).
@@ -96,6 +96,9 @@ class ADFGeometry:
     positions per axis, spaced extent / scan_gpts from the origin. output_gpts: image shape after
     Fourier interpolation (== scan_gpts: none). focal_nodes: Gauss–Hermite quadrature nodes for
     the focal spread. chunk: probe positions per vectorised batch (bounds memory).
+    oversampling: phase-grating grid factor. method: 'multislice' or 'prism'. planned_energy
+    (eV), beam_max_angle (mrad), detector_max_angle (mrad): the static PRISM beam and detector-
+    pixel tables are built for these.
     """
 
     extent: tuple[float, float]
@@ -165,11 +168,7 @@ def default_window_extent(microscope: Microscope) -> float:
     lam = float(wavelength(microscope.energy))
     alpha = (float(microscope.semiangle_cutoff) + float(microscope.aperture_rolloff)) * 1e-3
     ab = microscope.aberrations
-    blur = 0.0
-    for name in ("C10", "C12", "C21", "C23", "C30", "C32", "C34", "C41", "C43", "C45", "C50",
-                 "C52", "C54", "C56"):  # fmt: skip
-        n = int(name[1])
-        blur += abs(float(getattr(ab, name))) * alpha**n
+    blur = sum(abs(float(getattr(ab, f"C{n}{m}"))) * alpha**n for n, m in ABERRATION_ORDERS)
     blur += 3.0 * abs(float(microscope.focal_spread)) * alpha
     return 2.0 * (4.0 * lam / alpha + blur + 1.5)
 
@@ -478,10 +477,7 @@ def adf_signal(
     lam = wavelength(microscope.energy).astype(real)
     kx, ky = _shift_kernel((wx, wy), (dx, dy), real)
     k2 = kx**2 + ky**2
-    antialias = antialias_aperture((wx, wy), (dx, dy), real)
-    propagators = jnp.stack(
-        [jnp.exp(-1j * jnp.pi * lam * dz * k2) * antialias for dz in geometry.propagation]
-    ).astype(probes_k.dtype)
+    propagators = _propagators(microscope, geometry, (wx, wy), probes_k.dtype)
     alpha = jnp.sqrt(k2) * lam * 1e3
     detector = ((alpha >= microscope.detector_inner) & (alpha < microscope.detector_outer)).astype(
         real
@@ -526,29 +522,30 @@ def adf_signal(
     return out[:n]
 
 
-def window_probes(microscope: Microscope, geometry: ADFGeometry, dtype):
-    """Probe spectra on the window grid for each focal-spread node, and their weights."""
+def focal_probes(microscope: Microscope, geometry: ADFGeometry, gpts, dtype):
+    """Probe spectra on a grid of `gpts` (cell sampling) for each focal-spread node, and weights.
+
+    Gauss–Hermite nodes shift C10 by x·focal_spread (Å); the weights sum to 1. The aperture edge
+    width follows the whole cell (`edge_extent`), so a window samples the same probe as the cell.
+    """
     real = jnp.zeros((), dtype).real.dtype
     complex_dtype = jnp.result_type(real, jnp.complex64)
     lam = wavelength(microscope.energy).astype(real)
     nodes, weights = _gauss_hermite(geometry.focal_nodes)
-    probes = []
-    for x in nodes:
-        ab = microscope.aberrations
-        ab = Aberrations(**{**ab.__dict__, "C10": ab.C10 + x * microscope.focal_spread})
-        psi = probe_fourier(
-            geometry.window_gpts,
+    ab = microscope.aberrations
+    probes = [
+        probe_fourier(
+            gpts,
             geometry.sampling,
             lam,
             microscope.semiangle_cutoff,
-            ab,
+            Aberrations(**{**ab.__dict__, "C10": ab.C10 + x * microscope.focal_spread}),
             microscope.aperture_rolloff,
             dtype=complex_dtype,
             edge_extent=geometry.extent,
         )
-        # Σ_k |ψ̂|² = 1; the FFT convention then makes the detector sum a fraction of 1 after
-        # ifft2 → fft2, so the signal is directly the fraction of incident intensity.
-        probes.append(psi)
+        for x in nodes
+    ]
     return jnp.stack(probes), jnp.asarray(weights, real)
 
 
@@ -574,7 +571,9 @@ def adf_image(positions, numbers, mask, microscope: Microscope, geometry: ADFGeo
     if geometry.method == "prism":
         image = _prism_image(transmission, scan, microscope, geometry)
     else:
-        probes, weights = window_probes(microscope, geometry, transmission.dtype)
+        probes, weights = focal_probes(
+            microscope, geometry, geometry.window_gpts, transmission.dtype
+        )
         image = adf_signal(transmission, probes, weights, scan, microscope, geometry)
     image = image.reshape(geometry.scan_gpts)
     return finish_image(image, microscope.source_size, geometry)
@@ -630,28 +629,25 @@ def prism_probe_coefficients(microscope: Microscope, geometry: ADFGeometry, dtyp
     """
     gpts, sampling = geometry.gpts, geometry.sampling
     real = jnp.zeros((), dtype).real.dtype
-    lam = wavelength(microscope.energy).astype(real)
     beams = prism_beams(geometry)
     kx, ky = _shift_kernel(gpts, sampling, real)
     first = _propagators(microscope, geometry, gpts, dtype)[0]
-    nodes, weights = _gauss_hermite(geometry.focal_nodes)
-    coefficients = []
-    for x, w in zip(nodes, weights, strict=True):
-        ab = microscope.aberrations
-        ab = Aberrations(**{**ab.__dict__, "C10": ab.C10 + x * microscope.focal_spread})
-        psi = probe_fourier(
-            gpts,
-            sampling,
-            lam,
-            microscope.semiangle_cutoff,
-            ab,
-            microscope.aperture_rolloff,
-            dtype=dtype,
-        )
-        psi = psi * first
-        coefficients.append(psi[beams[:, 0], beams[:, 1]] * np.sqrt(w))
+    probes, weights = focal_probes(microscope, geometry, gpts, dtype)
+    probes = (probes * first)[:, beams[:, 0], beams[:, 1]]
+    coefficients = probes * jnp.sqrt(weights).astype(probes.dtype)[:, None]
     beam_k = jnp.stack([kx[beams[:, 0], 0], ky[0, beams[:, 1]]], axis=1)
-    return jnp.stack(coefficients), beam_k
+    return coefficients, beam_k
+
+
+def source_blur(image, source_size, sampling):
+    """Gaussian source-size blur of a periodic image: σ = `source_size` (Å), pixels `sampling` (Å).
+
+    Partial spatial coherence: the image convolved with the Gaussian effective source, applied
+    in Fourier space as exp(−2π² σ² k²).
+    """
+    kx, ky = _shift_kernel(image.shape, sampling, image.dtype)
+    envelope = jnp.exp(-2.0 * jnp.pi**2 * source_size**2 * (kx**2 + ky**2))
+    return jnp.fft.ifft2(jnp.fft.fft2(image) * envelope).real
 
 
 def finish_image(image, source_size, geometry: ADFGeometry):
@@ -660,7 +656,4 @@ def finish_image(image, source_size, geometry: ADFGeometry):
         geometry.extent[0] / geometry.scan_gpts[0],
         geometry.extent[1] / geometry.scan_gpts[1],
     )
-    kx, ky = _shift_kernel(geometry.scan_gpts, scan_sampling, image.dtype)
-    envelope = jnp.exp(-2.0 * jnp.pi**2 * source_size**2 * (kx**2 + ky**2))
-    blurred = jnp.fft.ifft2(jnp.fft.fft2(image) * envelope).real
-    return fourier_resample(blurred, geometry.output_gpts)
+    return fourier_resample(source_blur(image, source_size, scan_sampling), geometry.output_gpts)

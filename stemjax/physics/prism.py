@@ -21,21 +21,22 @@ import numpy as np
 from stemjax.physics.energy import wavelength
 
 
-def beam_indices(gpts, sampling, energy, max_angle_mrad):
-    """FFT-grid indices (B, 2) of the plane waves with scattering angle ≤ max_angle_mrad."""
+def _angles_mrad(gpts, sampling, energy):
+    """Scattering angle (mrad) of every point of an FFT grid at beam energy `energy` (eV)."""
     kx = np.fft.fftfreq(gpts[0], sampling[0])[:, None]
     ky = np.fft.fftfreq(gpts[1], sampling[1])[None, :]
-    alpha = np.sqrt(kx**2 + ky**2) * float(wavelength(energy)) * 1e3
-    ix, iy = np.nonzero(alpha <= max_angle_mrad)
+    return np.sqrt(kx**2 + ky**2) * float(wavelength(energy)) * 1e3
+
+
+def beam_indices(gpts, sampling, energy, max_angle_mrad):
+    """FFT-grid indices (B, 2) of the plane waves with scattering angle ≤ max_angle_mrad."""
+    ix, iy = np.nonzero(_angles_mrad(gpts, sampling, energy) <= max_angle_mrad)
     return np.stack([ix, iy], axis=1)
 
 
 def detector_indices(gpts, sampling, energy, max_angle_mrad):
     """Flat FFT-grid indices of the pixels with scattering angle < max_angle_mrad."""
-    kx = np.fft.fftfreq(gpts[0], sampling[0])[:, None]
-    ky = np.fft.fftfreq(gpts[1], sampling[1])[None, :]
-    alpha = np.sqrt(kx**2 + ky**2) * float(wavelength(energy)) * 1e3
-    return np.flatnonzero(alpha < max_angle_mrad)
+    return np.flatnonzero(_angles_mrad(gpts, sampling, energy) < max_angle_mrad)
 
 
 def detector_gram(transmission, propagators, beams, pixels, detector_weight, chunk):

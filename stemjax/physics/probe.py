@@ -76,8 +76,8 @@ class Aberrations:
         )
 
 
-# (n, m) orders with a coefficient; m = 0 terms have no azimuth.
-_ORDERS = (
+#: (n, m) orders with a coefficient C_nm; m = 0 terms have no azimuth.
+ABERRATION_ORDERS = (
     (1, 0), (1, 2), (2, 1), (2, 3), (3, 0), (3, 2), (3, 4),
     (4, 1), (4, 3), (4, 5), (5, 0), (5, 2), (5, 4), (5, 6),
 )  # fmt: skip
@@ -86,7 +86,7 @@ _ORDERS = (
 def aberration_phase(alpha, phi, wavelength_angstrom, aberrations: Aberrations):
     """Aberration phase χ (rad) at scattering angle `alpha` (rad) and azimuth `phi` (rad)."""
     chi = 0.0
-    for n, m in _ORDERS:
+    for n, m in ABERRATION_ORDERS:
         c = getattr(aberrations, f"C{n}{m}")
         term = c * alpha ** (n + 1) / (n + 1)
         if m:

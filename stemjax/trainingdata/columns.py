@@ -42,6 +42,9 @@ class ColumnResponses:
 
     gram: (T, B, B) complex64. pair_index: (B*B,) int32 flat index of q = k_b' − k_b on the
     response cell's n × n grid. type_of: (S, C) int32 column type of (sublattice, class).
+    cell_gpts: n, the response cell's pixels per axis. pixel_size: output pixel (Å).
+    geometry: the response cell's PRISM geometry. band_limit: largest spatial frequency (1/Å)
+    kept when assembling images (2α/λ plus two cell pixels).
     """
 
     gram: jax.Array
@@ -91,6 +94,8 @@ def precompute_column_responses(
 
     microscope: supplies the (fixed) energy and detector angles, and the focal-spread nodes.
     pixel_size: output pixel (Å); the response cell is n × pixel_size ≥ cell_extent (Å).
+    potential_sampling / slice_thickness (Å): the column cell's multislice grids.
+    z_offset (Å): height of the metal plane above the entrance surface.
     frozen_phonons: thermal configurations averaged into each M_t (layout's per-slot rms).
     max_semiangle: largest convergence semiangle (mrad) the prior draws (sets the beam set).
     oversampling: phase-grating oversampling (None: the physics default, see plan_geometry).

@@ -17,7 +17,7 @@ import numpy as np
 
 from stemjax.corrupt import CorruptionConfig, corrupt
 from stemjax.microscope_prior import MicroscopePrior, planning_microscope, sample_microscope
-from stemjax.physics.adf import adf_image, plan_geometry
+from stemjax.physics.adf import adf_image, plan_geometry, source_blur
 from stemjax.specimen import build_layout, sample_specimen
 from stemjax.trainingdata.columns import precompute_column_responses, render_columns
 from stemjax.trainingdata.targets import render_class_map, render_heatmaps
@@ -117,7 +117,7 @@ class BatchMaker:
                 inside.astype(jnp.float32),
                 canvas,
             )
-            clean = source_blur(clean, microscope.source_size, px)
+            clean = source_blur(clean, microscope.source_size, (px, px))
         else:
             positions = specimen.positions + jnp.array([0.0, 0.0, data.z_offset_angstrom])
             clean = adf_image(positions, specimen.numbers, specimen.mask, microscope, self.geometry)
@@ -157,14 +157,6 @@ class BatchMaker:
             clean=aux["clean_warped"],
             dose=jnp.asarray(aux["electrons_per_pixel"]),
         )
-
-
-def source_blur(image, source_size, pixel_size):
-    """Gaussian source-size blur (σ in Å) of a periodic image with `pixel_size` (Å) pixels."""
-    kx = jnp.fft.fftfreq(image.shape[0], pixel_size)[:, None]
-    ky = jnp.fft.fftfreq(image.shape[1], pixel_size)[None, :]
-    envelope = jnp.exp(-2.0 * jnp.pi**2 * source_size**2 * (kx**2 + ky**2))
-    return jnp.fft.ifft2(jnp.fft.fft2(image) * envelope).real
 
 
 def build_batch_maker(
