@@ -8,13 +8,20 @@ from stemjax.model.losses import (
     make_loss,
     weighted_cross_entropy,
 )
-from stemjax.model.unet import ModelConfig, UNet, param_count, validate_model_config
+from stemjax.model.unet import (
+    ModelConfig,
+    UNet,
+    create_unet,
+    param_count,
+    validate_model_config,
+)
 
 __all__ = [
     "LossConfig",
     "ModelConfig",
     "UNet",
     "class_weights_from_frequencies",
+    "create_unet",
     "focal_loss",
     "heatmap_loss",
     "make_loss",

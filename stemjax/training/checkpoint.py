@@ -18,6 +18,14 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 
+def _abstract(leaf):
+    """ShapeDtypeStruct of `leaf` with its sharding, or the first local device if it has none."""
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, jax.sharding.Sharding):  # none, or orbax's metadata of one
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
 class Checkpointer:
     """Thin wrapper of `ocp.CheckpointManager` for the trainer.
 
@@ -96,12 +104,27 @@ class Checkpointer:
     def restore(self, target: Any, step: int | None = None) -> tuple[int, Any]:
         """(step, state) restored at `step` (default: latest) into the structure of `target`.
 
-        target: a PyTree like the saved one (concrete arrays or ShapeDtypeStructs).
+        target: a PyTree like the saved one (arrays or ShapeDtypeStructs). Leaves restore with
+        the target's sharding; leaves without one (NumPy arrays, plain ShapeDtypeStructs) go to
+        the first local device, so a checkpoint written on N devices loads on any machine.
         """
         step = self.latest_step() if step is None else int(step)
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = jax.tree.map(_abstract, target)
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        return step, restored
+
+    def restore_raw(self, step: int | None = None) -> tuple[int, Any]:
+        """(step, nested dict of arrays) at `step` (default latest) without a target: structure,
+        shapes and dtypes from the checkpoint's metadata, arrays on the first local device
+        (whatever device mesh wrote them). For inspection and tests."""
+        step = self.latest_step() if step is None else int(step)
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        with ocp.StandardCheckpointer() as reader:
+            tree = reader.metadata(self.directory / str(step) / "default").item_metadata.tree
+        abstract = jax.tree.map(_abstract, jax.tree.map(lambda m: m, tree))
         restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return step, restored
 

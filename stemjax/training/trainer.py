@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -45,7 +46,12 @@ class TrainerConfig:
     seed: data stream and initialisation seed. class_weight_batches: training batches whose
     class-pixel frequencies set the loss weights (0 = unweighted). decode_threshold /
     min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
-    progress: show a tqdm progress bar. images_every_eval: write the input/target/prediction PNG.
+    progress: show a tqdm progress bar. images_every_eval: write the input/target/prediction PNG
+    (and the same figure to TensorBoard). tensorboard: write TensorBoard event files
+    (`tensorboard/` in the run directory) next to metrics.csv. devices: local devices to train on
+    data-parallel (0 = all); the batch is split over a 1-D `Mesh` axis 'data' and must be
+    divisible by it, parameters are replicated. fixed_batch: debugging aid, every step reuses
+    the step-0 batch (a model that cannot overfit it has a bug).
     """
 
     steps: int = 20000
@@ -67,6 +73,9 @@ class TrainerConfig:
     min_distance_px: int = 3
     progress: bool = True
     images_every_eval: bool = True
+    tensorboard: bool = True
+    devices: int = 0
+    fixed_batch: bool = False
 
 
 @dataclass
@@ -163,19 +172,36 @@ def validation_set(eval_maker, n_batches: int, seed: int) -> list:
     ]
 
 
-def save_figure(path: Path, image, target, logits, title: str = "") -> None:
-    """PNG of input / target / predicted class map (argmax) for one image."""
-    import matplotlib
+def data_mesh(n_devices: int = 0):
+    """1-D `Mesh` (axis 'data') over the first `n_devices` local devices (0 = all).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Data parallel on one host: batch sharded over 'data', parameters replicated, XLA inserts the
+    gradient all-reduce. Multi-host: one process per host calls `jax.distributed.initialize()`
+    first (see README); each process trains on its local devices with the same code.
+    """
+    from jax.sharding import Mesh
+
+    local = jax.local_devices()
+    n = len(local) if n_devices <= 0 else int(n_devices)
+    if n > len(local):
+        raise ValueError(
+            f"trainer.devices={n_devices} but only {len(local)} local device(s): "
+            f"{[str(d) for d in local]}"
+        )
+    return Mesh(np.array(local[:n]), ("data",))
+
+
+def figure(image, target, logits, title: str = ""):
+    """Matplotlib figure of input / target / predicted class map (argmax) for one image."""
+    from matplotlib.figure import Figure
 
     target = np.asarray(target)
     if target.ndim == 3:  # heatmaps (C, H, W) → class map
         target = target.argmax(0)
     pred = np.asarray(logits).argmax(-1)
     vmax = max(int(target.max()), int(pred.max()), 1)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 3)
     axes[0].imshow(np.asarray(image), cmap="gray")
     axes[0].set_title("input")
     axes[1].imshow(target, cmap="tab10", vmin=0, vmax=max(vmax, 9), interpolation="nearest")
@@ -186,19 +212,35 @@ def save_figure(path: Path, image, target, logits, title: str = "") -> None:
         ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return fig
 
 
 class MetricsWriter:
-    """Appends rows to metrics.csv; the header grows if new columns appear (file rewritten)."""
+    """Appends rows to metrics.csv (header grows if new columns appear; file rewritten) and, if
+    `tensorboard_dir` is given, the same scalars to TensorBoard event files (train/… and val/…).
 
-    def __init__(self, path: Path):
+    resume_step: a resumed run drops logged rows and TensorBoard events after this step.
+    """
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None, resume_step: int = 0):
         self.path = path
         self.rows: list[dict] = []
         if path.exists():
             with path.open() as f:
-                self.rows = list(csv.DictReader(f))
+                self.rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
+        self.tb = None
+        if tensorboard_dir is not None:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(tensorboard_dir), purge_step=resume_step + 1)
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        if self.tb is not None:
+            self.tb.add_figure(tag, fig, global_step=step, close=False)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
 
     def write(self, row: dict[str, Any]) -> None:
         step = int(row["step"])
@@ -212,6 +254,12 @@ class MetricsWriter:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(self.rows)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float):
+                    tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+                    self.tb.add_scalar(tag, v, global_step=step)
+            self.tb.flush()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -231,7 +279,7 @@ def train(
 
     from stemjax.config import to_runtime
     from stemjax.evaluation import decode_defects, evaluate
-    from stemjax.model import UNet, make_loss
+    from stemjax.model import create_unet, make_loss
     from stemjax.training.checkpoint import Checkpointer
     from stemjax.trainingdata.pipeline import build_batch_maker
 
@@ -243,6 +291,12 @@ def train(
     (out / "figures").mkdir(exist_ok=True)
     if tc.steps <= 0:
         raise ValueError(f"trainer.steps must be positive, got {tc.steps}")
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = data_mesh(tc.devices)
+    n_devices = mesh.devices.size
+    replicated, batch_sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
     # ---------------------------------------------------------------------------- data --------
     if makers is None:
@@ -252,6 +306,11 @@ def train(
     else:
         maker, eval_maker = makers
     registry = maker.registry
+    if maker.data.batch_size % n_devices:
+        raise ValueError(
+            f"data.batch_size={maker.data.batch_size} must be divisible by the {n_devices} "
+            f"devices of the data-parallel mesh (set trainer.devices or data.batch_size)"
+        )
     num_classes = registry.num_classes
     pixel_size = float(maker.pixel_size)
     val_set = validation_set(eval_maker, tc.val_batches, tc.val_seed)
@@ -259,7 +318,7 @@ def train(
 
     # ---------------------------------------------------------------------------- model -------
     mcfg = dataclasses.replace(obj.model, num_classes=num_classes)
-    model = UNet(mcfg, rngs=nnx.Rngs(params=tc.seed, dropout=tc.seed + 1))
+    model = create_unet(mcfg, seed=tc.seed)
     tx = make_optimizer(tc)
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     schedule = make_schedule(tc)
@@ -271,6 +330,7 @@ def train(
     if tc.ema > 0:
         state["ema"] = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))  # own buffers
     rng_state = nnx.state(model, nnx.RngState)  # not checkpointed; reseeded every step
+    rng_state = jax.device_put(rng_state, replicated)
 
     # ---------------------------------------------------------------------------- steps -------
     data_key = jax.random.key(tc.seed)
@@ -281,7 +341,8 @@ def train(
         optimizer = nnx.merge(opt_def, state["opt"])
         if use_dropout:
             nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
-        batch = maker._batch(jax.random.fold_in(data_key, step))
+        data_step = jnp.zeros_like(step) if tc.fixed_batch else step
+        batch = maker._batch(jax.random.fold_in(data_key, data_step), batch_sharded)
 
         def objective(m):
             return loss_fn(m(batch.images), batch.targets)
@@ -304,9 +365,9 @@ def train(
         }
         return new, metrics
 
-    train_step = jax.jit(train_step, donate_argnums=(0,))
+    train_step = jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated))
 
-    @jax.jit
+    @functools.partial(jax.jit, out_shardings=batch_sharded)
     def predict(state, rngs, images):
         model = nnx.merge(model_def, state["model"], rngs)
         if "ema" in state:
@@ -317,7 +378,7 @@ def train(
     def validate(state, step: int) -> dict[str, float]:
         preds, losses, first = [], [], None
         for batch in val_set:
-            logits = predict(state, rng_state, batch.images)
+            logits = predict(state, rng_state, jax.device_put(batch.images, batch_sharded))
             losses.append(float(loss_fn(logits, batch.targets)))
             det = decode_defects(
                 logits, threshold=tc.decode_threshold, min_distance_px=tc.min_distance_px
@@ -339,7 +400,9 @@ def train(
         scalars["val_loss"] = float(np.mean(losses)) if losses else float("nan")
         scalars.setdefault("val_f1", 0.0)
         if tc.images_every_eval and first is not None:
-            save_figure(out / "figures" / f"val_{step:07d}.png", *first, title=f"step {step}")
+            fig = figure(*first, title=f"step {step}")
+            fig.savefig(out / "figures" / f"val_{step:07d}.png", dpi=80)
+            writer.figure("val/example", fig, step)
         return scalars
 
     # ---------------------------------------------------------------------------- resume ------
@@ -348,7 +411,10 @@ def train(
     if tc.resume and ckpt.latest_step() is not None:
         start, state = ckpt.restore(state)
         log.info("resumed from checkpoint at step %d", start)
-    writer = MetricsWriter(out / "metrics.csv")
+    state = jax.device_put(state, replicated)
+    writer = MetricsWriter(
+        out / "metrics.csv", out / "tensorboard" if tc.tensorboard else None, resume_step=start
+    )
 
     # ---------------------------------------------------------------------------- loop --------
     last = tc.steps if stop_at is None else min(int(stop_at), tc.steps)
@@ -388,6 +454,7 @@ def train(
                 "grad_norm": host["grad_norm"],
                 "lr": float(schedule(step - 1)),
                 "images_per_s": n_since * maker.data.batch_size / max(dt, 1e-9),
+                "devices": n_devices,
             }
             n_since = 0
             val = None
@@ -414,4 +481,5 @@ def train(
         if progress is not None:
             progress.close()
         ckpt.close()
+        writer.close()
     return final_f1

@@ -96,9 +96,17 @@ class BatchMaker:
         """Jitted `key → Batch`, compiled once for this configuration."""
         return jax.jit(self._batch)
 
-    def _batch(self, key):
+    def _batch(self, key, sharding=None):
+        """Batch for `key` (traceable). sharding: optional `NamedSharding` splitting the leading
+        (batch) axis over devices: each device then simulates only its own examples. The
+        examples depend on (key, index) only, so the data are the same for any device count."""
         keys = jax.random.split(key, self.data.batch_size)
-        return jax.vmap(self._sample)(keys)
+        if sharding is not None:
+            keys = jax.lax.with_sharding_constraint(keys, sharding)
+        batch = jax.vmap(self._sample)(keys)
+        if sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, sharding)
+        return batch
 
     def _sample(self, key):
         data, px = self.data, self.pixel_size
