@@ -115,6 +115,14 @@ class Checkpointer:
         restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return step, restored
 
+    def _metadata_tree(self, step: int):
+        with ocp.StandardCheckpointer() as reader:
+            return reader.metadata(self.directory / str(step) / "default").item_metadata.tree
+
+    def item_keys(self, step: int) -> list[str]:
+        """Top-level keys of the state saved at `step` (e.g. ['ema', 'model', 'opt'])."""
+        return sorted(self._metadata_tree(int(step)))
+
     def restore_raw(self, step: int | None = None) -> tuple[int, Any]:
         """(step, nested dict of arrays) at `step` (default latest) without a target: structure,
         shapes and dtypes from the checkpoint's metadata, arrays on the first local device
@@ -122,9 +130,7 @@ class Checkpointer:
         step = self.latest_step() if step is None else int(step)
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        with ocp.StandardCheckpointer() as reader:
-            tree = reader.metadata(self.directory / str(step) / "default").item_metadata.tree
-        abstract = jax.tree.map(_abstract, jax.tree.map(lambda m: m, tree))
+        abstract = jax.tree.map(_abstract, self._metadata_tree(step))
         restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return step, restored
 

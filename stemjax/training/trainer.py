@@ -262,6 +262,67 @@ class MetricsWriter:
             self.tb.flush()
 
 
+def init_train_state(model_cfg, tc: TrainerConfig):
+    """Initial training state: (model graphdef, optimizer graphdef, state, rng_state).
+
+    state = {"model": parameters and other variables (RNG streams excluded), "opt": optimizer
+    state, "ema": EMA copy of the parameters (only if tc.ema > 0)}: what is checkpointed.
+    rng_state: the model's RNG streams (not checkpointed; dropout is reseeded every step).
+    """
+    from stemjax.model import create_unet
+
+    model = create_unet(model_cfg, seed=tc.seed)
+    optimizer = nnx.Optimizer(model, make_optimizer(tc), wrt=nnx.Param)
+    model_def, _ = nnx.split(model)
+    opt_def, _ = nnx.split(optimizer)
+    state = {"model": _model_state(model), "opt": nnx.state(optimizer)}
+    if tc.ema > 0:
+        state["ema"] = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))  # own buffers
+    return model_def, opt_def, state, nnx.state(model, nnx.RngState)
+
+
+def make_train_step(model_def, opt_def, loss_fn, tc: TrainerConfig, make_data, *, dropout=False):
+    """The (un-jitted) step `(state, rngs, step, batch=None) -> (state, metrics)`.
+
+    make_data(step) -> Batch is traced INSIDE the step (simulation + corruption + targets on the
+    device); a given `batch` replaces it (network-only timing in benchmarks/train_step.py).
+    Forward, backward, optax update, EMA; metrics stay on device (loss, grad_norm, count of
+    non-finite parameters).
+    """
+    dropout_key = jax.random.fold_in(jax.random.key(tc.seed), 0xD0)
+
+    def train_step(state, rngs, step, batch=None):
+        model = nnx.merge(model_def, state["model"], rngs)
+        optimizer = nnx.merge(opt_def, state["opt"])
+        if dropout:
+            nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
+        if batch is None:
+            batch = make_data(step)
+
+        def objective(m):
+            return loss_fn(m(batch.images), batch.targets)
+
+        loss, grads = nnx.value_and_grad(objective)(model)
+        optimizer.update(model, grads)
+        new = {"model": _model_state(model), "opt": nnx.state(optimizer)}
+        if "ema" in state:
+            params = nnx.state(model, nnx.Param)
+            new["ema"] = jax.tree.map(
+                lambda e, p: tc.ema * e + (1.0 - tc.ema) * p, state["ema"], params
+            )
+        nonfinite = sum(
+            jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))
+        )
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "nonfinite_params": nonfinite.astype(jnp.float32),
+        }
+        return new, metrics
+
+    return train_step
+
+
 # ------------------------------------------------------------------------------------------------
 # The training function
 # ------------------------------------------------------------------------------------------------
@@ -279,7 +340,7 @@ def train(
 
     from stemjax.config import to_runtime
     from stemjax.evaluation import decode_defects, evaluate
-    from stemjax.model import create_unet, make_loss
+    from stemjax.model import make_loss
     from stemjax.training.checkpoint import Checkpointer
     from stemjax.trainingdata.pipeline import build_batch_maker
 
@@ -318,53 +379,20 @@ def train(
 
     # ---------------------------------------------------------------------------- model -------
     mcfg = dataclasses.replace(obj.model, num_classes=num_classes)
-    model = create_unet(mcfg, seed=tc.seed)
-    tx = make_optimizer(tc)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    model_def, opt_def, state, rng_state = init_train_state(mcfg, tc)
     schedule = make_schedule(tc)
     loss_fn = make_loss(obj.loss, freqs)
     use_dropout = mcfg.dropout > 0
-    model_def, _ = nnx.split(model)
-    opt_def, _ = nnx.split(optimizer)
-    state = {"model": _model_state(model), "opt": nnx.state(optimizer)}
-    if tc.ema > 0:
-        state["ema"] = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))  # own buffers
-    rng_state = nnx.state(model, nnx.RngState)  # not checkpointed; reseeded every step
     rng_state = jax.device_put(rng_state, replicated)
 
     # ---------------------------------------------------------------------------- steps -------
     data_key = jax.random.key(tc.seed)
-    dropout_key = jax.random.fold_in(jax.random.key(tc.seed), 0xD0)
 
-    def train_step(state, rngs, step):
-        model = nnx.merge(model_def, state["model"], rngs)
-        optimizer = nnx.merge(opt_def, state["opt"])
-        if use_dropout:
-            nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
+    def make_data(step):
         data_step = jnp.zeros_like(step) if tc.fixed_batch else step
-        batch = maker._batch(jax.random.fold_in(data_key, data_step), batch_sharded)
+        return maker._batch(jax.random.fold_in(data_key, data_step), batch_sharded)
 
-        def objective(m):
-            return loss_fn(m(batch.images), batch.targets)
-
-        loss, grads = nnx.value_and_grad(objective)(model)
-        optimizer.update(model, grads)
-        new = {"model": _model_state(model), "opt": nnx.state(optimizer)}
-        if "ema" in state:
-            params = nnx.state(model, nnx.Param)
-            new["ema"] = jax.tree.map(
-                lambda e, p: tc.ema * e + (1.0 - tc.ema) * p, state["ema"], params
-            )
-        nonfinite = sum(
-            jnp.sum(~jnp.isfinite(p)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))
-        )
-        metrics = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "nonfinite_params": nonfinite.astype(jnp.float32),
-        }
-        return new, metrics
-
+    train_step = make_train_step(model_def, opt_def, loss_fn, tc, make_data, dropout=use_dropout)
     train_step = jax.jit(train_step, donate_argnums=(0,), out_shardings=(replicated, replicated))
 
     @functools.partial(jax.jit, out_shardings=batch_sharded)

@@ -1,0 +1,132 @@
+"""`python -m stemjax.predict <checkpoint> <images...> --out DIR`: defect table, summary, figures.
+
+Writes to DIR: defects.csv and defects.parquet (one row per defect), sites.parquet (all lattice
+sites), concentrations.csv, summary.json (model, images, counts, concentrations with confidence
+intervals), and figures/ (concentrations, density maps per image, spatial statistics, class
+averages). Refuses to overwrite any of these without --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+OUTPUTS = (
+    "defects.csv",
+    "defects.parquet",
+    "sites.parquet",
+    "concentrations.csv",
+    "summary.json",
+    "figures",
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m stemjax.predict",
+        description="Find, classify and count every defect in ADF-STEM micrographs.",
+    )
+    p.add_argument("checkpoint", help="run directory of `python -m stemjax.train` (or a shipped "
+                   "model folder, or a checkpoints/<step> folder)")  # fmt: skip
+    p.add_argument("images", nargs="+", help=".dm3 .dm4 .emd .tif .tiff .npy micrographs")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--pixel-size", type=float, default=None, help="Å/px (overrides the files')")
+    p.add_argument("--frame", type=int, default=None, help="frame of image stacks")
+    p.add_argument("--tile", type=int, default=512, help="tile size (px at the model's pixel size)")
+    p.add_argument("--margin", type=int, default=64, help="tile context margin (px)")
+    p.add_argument("--tta", action="store_true", help="8-fold symmetry test-time augmentation")
+    p.add_argument("--threshold", type=float, default=None, help="defect probability threshold")
+    p.add_argument("--no-figures", action="store_true", help="tables and summary only")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: best)")
+    return p.parse_args(argv)
+
+
+def write_figures(result, out: Path) -> list[str]:
+    """Concentrations, density maps, spatial statistics and class averages as PNGs."""
+    from stemjax import analysis
+
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    written = []
+
+    def save(fig, name):
+        fig.savefig(figs / name, dpi=110, bbox_inches="tight")
+        written.append(f"figures/{name}")
+
+    save(analysis.plot_concentrations(result.concentrations()), "concentrations.png")
+    if len(result.defects):
+        maps = analysis.density_maps(result.defects, result.fields, classes=result.registry)
+        for image_id in result.fields.index:
+            save(analysis.plot_density_maps(maps, image_id), f"density_{image_id}.png")
+        if len(result.defects) >= 2:
+            nn = analysis.nearest_neighbour_test(result.defects, result.sites, n_random=100)
+            pcf = analysis.pair_correlation(result.defects, result.sites, n_random=20)
+            save(analysis.plot_spatial_statistics(nn, pcf), "spatial_statistics.png")
+        averages = result.class_averages()
+        save(analysis.plot_class_averages(averages, classes=result.registry), "class_averages.png")
+    return written
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    out = Path(args.out)
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing and not args.overwrite:
+        print(
+            f"error: {out} already holds {existing}; pass --overwrite to replace them",
+            file=sys.stderr,
+        )
+        return 2
+    from stemjax.io import MicrographError
+    from stemjax.predict import ModelLoadError, load_model, predict
+
+    try:
+        model = load_model(args.checkpoint, step=args.step)
+        result = predict(
+            model,
+            args.images,
+            pixel_size_A=args.pixel_size,
+            frame=args.frame,
+            tile_px=args.tile,
+            margin_px=args.margin,
+            tta=args.tta,
+            threshold=args.threshold,
+        )
+    except (MicrographError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    result.defects.to_csv(out / "defects.csv", index=False)
+    result.defects.to_parquet(out / "defects.parquet", index=False)
+    result.sites.to_parquet(out / "sites.parquet", index=False)
+    conc = result.concentrations()
+    conc.to_csv(out / "concentrations.csv")
+    figures = [] if args.no_figures else write_figures(result, out)
+    summary = {
+        "model": {
+            "source": str(model.source),
+            "step": model.step,
+            "pixel_size_A": model.pixel_size_A,
+            "classes": list(model.registry.defect_names),
+        },
+        "images": result.fields.reset_index().to_dict(orient="records"),
+        "n_defects": int(len(result.defects)),
+        "n_sites": int(len(result.sites)),
+        "counts": {k: int(v) for k, v in result.defects["class_name"].value_counts().items()},
+        "concentrations": json.loads(conc.reset_index().to_json(orient="records")),
+        "figures": figures,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"{len(result.defects)} defects on {len(result.sites)} sites in "
+          f"{len(result.fields)} image(s) → {out}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

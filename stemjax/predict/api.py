@@ -1,0 +1,217 @@
+"""Micrographs → defect table, lattice sites and per-image fields (the notebook API).
+
+    model = load_model("experiments/wse2te/model")
+    result = predict(model, ["a.dm4", "b.tif"])            # or arrays with pixel_size_A=
+    result.defects        # one row per defect (schema below)
+    result.concentrations()                               # per class, per site and per nm²
+
+Coordinates in the tables: x along columns (axis 1), y along rows (axis 0), origin at the
+centre of the top-left pixel, in pixels of the micrograph AS GIVEN (x_px, y_px) and in Å
+(x_A = x_px · pixel size). Images are resampled to the model's training pixel size and
+normalised exactly as training images (`stemjax.corrupt.normalise_image`) before inference;
+positions are mapped back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stemjax.corrupt import normalise_image
+from stemjax.io import (
+    Micrograph,
+    MicrographError,
+    as_micrograph,
+    read_micrograph,
+    resample_to_pixel_size,
+)
+from stemjax.predict.inference import predict_tiles
+from stemjax.predict.sites import assign_sublattices, complete_sites, find_columns
+
+log = logging.getLogger(__name__)
+
+DEFECT_COLUMNS = (
+    "image_id", "x_px", "y_px", "x_A", "y_A", "class_id", "class_name", "sublattice", "score",
+)  # fmt: skip
+SITE_COLUMNS = ("image_id", "x_px", "y_px", "x_A", "y_A", "sublattice")
+PIXEL_SIZE_RANGE = (0.5, 2.0)
+"""Accepted micrograph pixel size relative to the model's (beyond it, resampling would invent or
+throw away most of the information the model was trained on)."""
+
+
+@dataclasses.dataclass
+class Prediction:
+    """Result of `predict` over one or more micrographs.
+
+    defects: DataFrame, one row per defect, columns DEFECT_COLUMNS (score = defect probability
+    at the peak, 0..1; sublattice of the class). sites: DataFrame of all lattice sites (atomic
+    columns, including those of defects), columns SITE_COLUMNS. fields: DataFrame indexed by
+    image_id with height_px, width_px, pixel_size_A (Å/px), path. registry: the model's classes.
+    """
+
+    defects: pd.DataFrame
+    sites: pd.DataFrame
+    fields: pd.DataFrame
+    registry: object
+    images: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def concentrations(self, **kwargs) -> pd.DataFrame:
+        """Per-class concentrations (see `stemjax.analysis.concentrations`)."""
+        from stemjax.analysis import concentrations
+
+        return concentrations(self.defects, self.sites, self.registry, self.fields, **kwargs)
+
+    def class_averages(self, **kwargs):
+        """Class-averaged images of isolated defects (see `stemjax.analysis.class_averages`);
+        needs the images (kept unless predict(..., keep_images=False))."""
+        from stemjax.analysis import class_averages
+
+        if not self.images:
+            raise ValueError("class_averages needs the images: predict(..., keep_images=True)")
+        return class_averages(self.images, self.defects, classes=self.registry, **kwargs)
+
+
+def _as_micrographs(inputs, pixel_size_A, frame, image_ids) -> list[tuple[str, Micrograph]]:
+    if isinstance(inputs, str | Path | np.ndarray | Micrograph):
+        inputs = [inputs]
+    items = list(inputs)
+    if image_ids is not None and len(image_ids) != len(items):
+        raise ValueError(f"image_ids has {len(image_ids)} names for {len(items)} inputs")
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, Micrograph):
+            mic = item
+        elif isinstance(item, np.ndarray):
+            if pixel_size_A is None:
+                raise MicrographError(f"array input {i}: pass pixel_size_A=… (Å/px)")
+            mic = as_micrograph(item, pixel_size_A=pixel_size_A, name=f"array input {i}")
+        else:
+            mic = read_micrograph(item, pixel_size_A=pixel_size_A, frame=frame)
+        if image_ids is not None:
+            name = str(image_ids[i])
+        elif mic.path is not None:
+            name = Path(mic.path).stem
+        else:
+            name = f"image{i}"
+        out.append((name, mic))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate image ids {names}; pass image_ids=…")
+    return out
+
+
+def predict(
+    model,
+    inputs: str | Path | np.ndarray | Micrograph | Iterable,
+    *,
+    pixel_size_A: float | None = None,
+    frame: int | None = None,
+    image_ids: Sequence[str] | None = None,
+    tile_px: int = 512,
+    margin_px: int = 64,
+    batch_tiles: int = 4,
+    tta: bool = False,
+    threshold: float | None = None,
+    keep_images: bool = True,
+    progress: bool = True,
+) -> Prediction:
+    """Find, classify and locate every defect (and every lattice site) in micrographs.
+
+    inputs: file path(s) (.dm3/.dm4/.emd/.tif/.tiff/.npy), NumPy array(s) (H, W) or
+    `Micrograph`s. pixel_size_A: Å/px, required for arrays and files without calibration
+    (overrides the file's). frame: frame of a stack. tile_px / margin_px / batch_tiles: tiled
+    inference (see `stemjax.predict.inference`). tta: 8-fold symmetry test-time augmentation.
+    threshold: defect probability threshold (default: the run's). keep_images: keep the
+    resampled normalised images in the result (class averages).
+    """
+    from tqdm.auto import tqdm
+
+    mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
+    registry = model.registry
+    names = np.array(registry.names, dtype=object)
+    subs = np.array([c.sublattice for c in registry.classes], dtype=object)
+    defects, sites, fields, images = [], [], [], {}
+    bar = tqdm(total=len(mics), desc="images", disable=not progress, unit="img")
+    for image_id, mic in mics:
+        where = mic.path or image_id
+        ratio = mic.pixel_size_A / model.pixel_size_A
+        if not PIXEL_SIZE_RANGE[0] <= ratio <= PIXEL_SIZE_RANGE[1]:
+            raise MicrographError(
+                f"{where}: pixel size {mic.pixel_size_A:.4g} Å/px is {ratio:.2f}× the model's "
+                f"{model.pixel_size_A:.4g} Å/px (accepted {PIXEL_SIZE_RANGE[0]}–"
+                f"{PIXEL_SIZE_RANGE[1]}×); check the calibration or pass pixel_size_A=…"
+            )
+        img = resample_to_pixel_size(mic.image, mic.pixel_size_A, model.pixel_size_A)
+        img = normalise_image(img)
+        det, _ = predict_tiles(
+            model,
+            img,
+            tile_px=tile_px,
+            margin_px=margin_px,
+            batch_tiles=batch_tiles,
+            tta=tta,
+            threshold=threshold,
+        )
+        col_pts, col_vals = find_columns(img, model.pixel_size_A)
+        col_sub = assign_sublattices(col_vals, model.sublattice_brightness)
+        site_pts, site_sub = complete_sites(
+            col_pts, col_sub, det.points, subs[det.classes], snap_px=0.8 / model.pixel_size_A
+        )
+        scale = model.pixel_size_A / mic.pixel_size_A  # model px → micrograph px
+        defects.append(
+            pd.DataFrame(
+                {
+                    "image_id": image_id,
+                    "x_px": det.points[:, 1] * scale,
+                    "y_px": det.points[:, 0] * scale,
+                    "x_A": det.points[:, 1] * model.pixel_size_A,
+                    "y_A": det.points[:, 0] * model.pixel_size_A,
+                    "class_id": det.classes,
+                    "class_name": names[det.classes],
+                    "sublattice": subs[det.classes],
+                    "score": det.scores,
+                },
+                columns=list(DEFECT_COLUMNS),
+            )
+        )
+        sites.append(
+            pd.DataFrame(
+                {
+                    "image_id": image_id,
+                    "x_px": site_pts[:, 1] * scale,
+                    "y_px": site_pts[:, 0] * scale,
+                    "x_A": site_pts[:, 1] * model.pixel_size_A,
+                    "y_A": site_pts[:, 0] * model.pixel_size_A,
+                    "sublattice": site_sub,
+                },
+                columns=list(SITE_COLUMNS),
+            )
+        )
+        h, w = mic.image.shape
+        fields.append(
+            {
+                "image_id": image_id,
+                "height_px": h,
+                "width_px": w,
+                "pixel_size_A": mic.pixel_size_A,
+                "path": str(mic.path) if mic.path else "",
+            }
+        )
+        if keep_images:
+            # class averages cut crops at the micrograph's own pixel size
+            images[image_id] = (normalise_image(mic.image), mic.pixel_size_A)
+        bar.update(1)
+        bar.set_postfix(defects=sum(len(d) for d in defects), refresh=False)
+    bar.close()
+    return Prediction(
+        defects=pd.concat(defects, ignore_index=True),
+        sites=pd.concat(sites, ignore_index=True),
+        fields=pd.DataFrame(fields).set_index("image_id"),
+        registry=registry,
+        images=images,
+    )

@@ -1,0 +1,172 @@
+"""Load a trained U-Net for prediction: a run directory (or checkpoint) → `TrainedModel`.
+
+A run directory is what `python -m stemjax.train` writes: `.hydra/config.yaml` (or a plain
+`config.yaml`, as in a shipped model) and `checkpoints/<step>/`. The config gives the model
+architecture, the defect classes (specimen registry), the training pixel size (Å/px) and the
+decoding settings; the checkpoint gives the weights (the EMA weights when the run kept them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILES = (".hydra/config.yaml", "config.yaml")
+
+
+class ModelLoadError(ValueError):
+    """A run directory / checkpoint that cannot be loaded; the message names the path."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedModel:
+    """A trained U-Net ready for inference.
+
+    registry: the defect classes (ids, names, sublattices). pixel_size_A: training pixel size
+    (Å/px); micrographs are resampled to it. image_px: training image size (px).
+    sublattice_brightness: expected relative ADF brightness of a pristine column per sublattice
+    (Σ Z^1.7; orders the two site clusters). decode_threshold / min_distance_px: the run's
+    validation decoding. step: checkpoint step. source: the run directory.
+    """
+
+    graphdef: object
+    state: object
+    registry: object
+    pixel_size_A: float
+    image_px: int
+    model_config: object
+    sublattice_brightness: dict
+    decode_threshold: float
+    min_distance_px: int
+    step: int
+    source: Path
+
+    @property
+    def downsample_factor(self) -> int:
+        """Input sizes must be multiples of this (2^depth)."""
+        return 2 ** int(self.model_config.depth)
+
+    @functools.cached_property
+    def _apply(self):
+        graphdef = self.graphdef
+
+        @jax.jit
+        def apply(state, images):
+            model = nnx.merge(graphdef, state)
+            return model(images, deterministic=True)
+
+        return apply
+
+    def logits(self, images) -> jax.Array:
+        """Per-pixel logits (B, H, W, C) of normalised images (B, H, W); H, W multiples of
+        `downsample_factor`."""
+        return self._apply(self.state, images)
+
+
+def _find_run_dir(path: Path) -> tuple[Path, Path, int | None]:
+    """(run dir, config file, explicit step or None) for a run dir, checkpoints dir or step dir."""
+    candidates = [(path, None)]
+    if path.name.isdigit():  # .../checkpoints/<step>
+        candidates = [(path.parent.parent, int(path.name))]
+    elif path.name == "checkpoints":
+        candidates = [(path.parent, None)]
+    for run, step in candidates:
+        for name in CONFIG_FILES:
+            if (run / name).is_file():
+                return run, run / name, step
+    raise ModelLoadError(
+        f"{path}: not a stemjax run directory: expected one of {list(CONFIG_FILES)} and "
+        f"checkpoints/ (what `python -m stemjax.train` writes), or a checkpoints/<step> folder"
+    )
+
+
+def _sublattice_brightness(specimen) -> dict[str, float]:
+    from ase.data import atomic_numbers
+
+    def col(slots):
+        return float(sum(atomic_numbers[s.element] ** 1.7 for s in slots))
+
+    return {"metal": col(specimen.metal), "chalcogen": col(specimen.chalcogen)}
+
+
+def load_model(path: str | Path, *, step: int | None = None, which: str = "best") -> TrainedModel:
+    """Load a trained model from a run directory, its `checkpoints/` or a `checkpoints/<step>`.
+
+    step: checkpoint step (default: the best by validation F1 if `which="best"` and known, else
+    the latest). Raises ModelLoadError naming the path for a missing config or checkpoint, an
+    invalid config, or weights that do not fit the config's model.
+    """
+    from stemjax.model import create_unet
+    from stemjax.specimen import DefectRegistry, to_specimen_config
+    from stemjax.training import Checkpointer, TrainConfig, init_train_state
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such run directory or checkpoint")
+    if which not in ("best", "latest"):
+        raise ModelLoadError(f"which must be 'best' or 'latest', got {which!r}")
+    run, config_file, path_step = _find_run_dir(path)
+    step = path_step if step is None else int(step)
+    try:
+        raw = OmegaConf.load(config_file)
+        raw.pop("hydra", None)
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), raw)
+        obj = OmegaConf.to_object(cfg)
+        specimen = to_specimen_config(cfg.specimen)
+        registry = DefectRegistry.from_config(specimen, source=str(config_file))
+    except Exception as err:
+        raise ModelLoadError(f"{config_file}: not a valid stemjax training config: {err}") from err
+
+    ckpt_dir = run / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise ModelLoadError(f"{run}: no checkpoints/ folder next to {config_file.name}")
+    mcfg = dataclasses.replace(obj.model, num_classes=registry.num_classes)
+    with Checkpointer(ckpt_dir) as ckpt:
+        steps = ckpt.all_steps()
+        if not steps:
+            raise ModelLoadError(f"{ckpt_dir}: contains no checkpoint")
+        if step is None:
+            step = (ckpt.best_step() if which == "best" else None) or ckpt.latest_step()
+        if step not in steps:
+            raise ModelLoadError(f"{ckpt_dir}: no checkpoint at step {step}; saved: {steps}")
+        keys = ckpt.item_keys(step)
+        tc = dataclasses.replace(obj.trainer, ema=obj.trainer.ema if "ema" in keys else 0.0)
+        _, _, target, _ = init_train_state(mcfg, tc)
+        target = {k: v for k, v in target.items() if k in keys}
+        try:
+            _, restored = ckpt.restore(target, step)
+        except Exception as err:
+            raise ModelLoadError(
+                f"{ckpt_dir / str(step)}: weights do not fit the model of {config_file} "
+                f"(model: {dataclasses.asdict(obj.model)}): {err}"
+            ) from err
+    model = create_unet(mcfg, seed=0)
+    nnx.update(model, restored["model"])
+    if "ema" in restored:
+        nnx.update(model, restored["ema"])
+    graphdef, state = nnx.split(model)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+    if not all(np.all(np.isfinite(x)) for x in leaves):
+        raise ModelLoadError(f"{ckpt_dir / str(step)}: weights contain NaN/Inf")
+    return TrainedModel(
+        graphdef=graphdef,
+        state=state,
+        registry=registry,
+        pixel_size_A=float(obj.microscope.pixel_size_angstrom),
+        image_px=int(obj.data.image_size_px),
+        model_config=mcfg,
+        sublattice_brightness=_sublattice_brightness(specimen),
+        decode_threshold=float(obj.trainer.decode_threshold),
+        min_distance_px=int(obj.trainer.min_distance_px),
+        step=int(step),
+        source=run,
+    )
