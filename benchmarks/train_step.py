@@ -90,7 +90,7 @@ def main():
         f"{maker.data.simulation} ({'multislice' if maker.geometry is not None else 'columns'}); "
         f"model: depth {mcfg.depth}, width {mcfg.width}, blocks {mcfg.blocks_per_level}"
     )
-    print(f"\n| part | ms / step | images / s | share of full step |\n|---|---|---|---|")
+    print("\n| part | ms / step | images / s | share of full step |\n|---|---|---|---|")
     for name, t in (
         ("data generation (simulate + corrupt + targets)", t_data),
         ("network (forward + backward + AdamW)", t_net),

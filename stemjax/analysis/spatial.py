@@ -261,7 +261,9 @@ def plot_spatial_statistics(
     axes = list(fig.subplots(1, len(panels), squeeze=False)[0])
     if nn_result is not None:
         ax = axes.pop(0)
-        ax.hist(nn_result.null_means_A, bins=30, color="0.7", label="random on sites")
+        null = np.asarray(nn_result.null_means_A)
+        bins = 30 if np.ptp(null) > 1e-9 * max(abs(float(null.mean())), 1.0) else 1  # degenerate
+        ax.hist(null, bins=bins, color="0.7", label="random on sites")
         ax.axvline(nn_result.observed_mean_A, color="C3", lw=2, label="observed")
         ax.set_xlabel("mean nearest-neighbour distance (Å)")
         ax.set_ylabel("random placements")

@@ -7,7 +7,10 @@ shared decoding (`stemjax.evaluation.decode_defects`) run on whole tiles; a dete
 the one tile whose core contains it, so no defect is counted twice or lost at a seam, and the
 optional probability map is assembled from the cores. Because the cores already carry a full
 margin of context, per-pixel blending of overlapping predictions is not needed: the core
-outputs equal those of an untiled pass up to the (small) influence of context beyond the margin.
+outputs equal those of an untiled pass up to the (small) influence of context beyond the margin
+(exactly equal for a model without normalisation layers whose receptive field fits in the
+margin; tested). GroupNorm layers normalise over a whole tile, so a tile's statistics enter:
+use tiles at least as large as the training images (the default 512 px is 2× wse2te's 256).
 Memory: a batch of tiles on the device, never the whole image's logits.
 
 Tile origins are multiples of the U-Net's down-sampling factor, so every tile sees the same

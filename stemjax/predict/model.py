@@ -130,7 +130,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
     if not ckpt_dir.is_dir():
         raise ModelLoadError(f"{run}: no checkpoints/ folder next to {config_file.name}")
     mcfg = dataclasses.replace(obj.model, num_classes=registry.num_classes)
-    with Checkpointer(ckpt_dir) as ckpt:
+    with Checkpointer(ckpt_dir, best_metric="val_f1") as ckpt:
         steps = ckpt.all_steps()
         if not steps:
             raise ModelLoadError(f"{ckpt_dir}: contains no checkpoint")

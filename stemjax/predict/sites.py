@@ -38,26 +38,42 @@ def find_columns(
     *,
     smooth_A: float = 0.35,
     min_separation_A: float = 1.3,
-    min_contrast: float = 1.0,
+    min_contrast: float = 0.5,
     background_A: float = 6.0,
 ):
     """Atomic columns of a normalised image (H, W) at `pixel_size_A` (Å/px).
 
     smooth_A: Gaussian σ (Å) before peak finding. min_separation_A: peaks closer than this (Å)
     are one column (below the 1.9 Å projected M–X2 distance). min_contrast: a peak must exceed
-    the local median (window `background_A`, Å) by this many robust σ of the smoothed image.
+    the local mean (square window `background_A`, Å) by this many robust σ of the smoothed image.
     Returns (points (N, 2) (row, col) px, peak values (N,) of the smoothed image).
     """
     img = ndimage.gaussian_filter(np.asarray(image, np.float32), smooth_A / pixel_size_A)
-    radius = max(1, int(round(min_separation_A / pixel_size_A)))
-    size = 2 * radius + 1
-    peaks = img == ndimage.maximum_filter(img, size=size, mode="nearest")
+    peaks = img == ndimage.maximum_filter(img, size=3, mode="nearest")
     window = max(3, int(round(background_A / pixel_size_A)) | 1)
     background = ndimage.uniform_filter(img, size=window, mode="nearest")
     q25, q75 = np.percentile(img, [25, 75])
     spread = max((q75 - q25) / 1.349, 1e-6)
     peaks &= img > background + min_contrast * spread
     rows, cols = np.nonzero(peaks)
+    # greedy non-maximum suppression among the peaks themselves (brightest first): a dim column
+    # on the slope of a bright neighbour stays a peak, unlike with a wide maximum filter
+    values = img[rows, cols]
+    order = np.argsort(-values, kind="stable")
+    rows, cols = rows[order], cols[order]
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(np.stack([rows, cols], 1)).query_pairs(
+        min_separation_A / pixel_size_A, output_type="ndarray"
+    )
+    keep = np.ones(len(rows), bool)
+    if len(pairs):
+        pairs.sort(axis=1)  # (brighter index, dimmer index) in the sorted order
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        for i, j in pairs:
+            if keep[i]:
+                keep[j] = False
+    rows, cols = rows[keep], cols[keep]
     # sub-pixel: 3×3 centroid of the smoothed image above its local minimum
     pts = np.stack([rows, cols], 1).astype(np.float32)
     h, w = img.shape

@@ -1,0 +1,123 @@
+"""load_model from run directories, tiled vs untiled inference with a real U-Net, the CLI."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from predict_helpers import synthetic_micrograph
+
+from stemjax.corrupt import normalise_image
+from stemjax.evaluation import decode_defects
+from stemjax.io import write_tif
+from stemjax.predict import ModelLoadError, load_model, predict_tiles
+from stemjax.predict.__main__ import main as cli
+
+PX = 0.2074
+
+
+@pytest.fixture(scope="module")
+def model(tiny_run):
+    return load_model(tiny_run)
+
+
+def test_load_model_from_run_dir_and_step_dir(tiny_run, model):
+    assert model.step == 4  # best by val_f1, not the latest (8)
+    assert model.registry.defect_names == ("2Te", "SeTe", "SV", "DV", "2TeW", "SeW", "VW")
+    assert model.pixel_size_A == pytest.approx(PX) and model.downsample_factor == 4
+    assert load_model(tiny_run, which="latest").step == 8
+    assert load_model(tiny_run / "checkpoints" / "8").step == 8
+    logits = model.logits(np.zeros((1, 32, 32), np.float32))
+    assert logits.shape == (1, 32, 32, 8) and np.all(np.isfinite(np.asarray(logits)))
+
+
+def test_load_model_errors_name_the_path(tmp_path, tiny_run):
+    with pytest.raises(ModelLoadError, match="no such run directory"):
+        load_model(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match="not a stemjax run directory"):
+        load_model(tmp_path)
+    # a checkpoint from an incompatible model config
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run, bad)
+    cfg = OmegaConf.load(bad / ".hydra" / "config.yaml")
+    cfg.model.width = 16
+    OmegaConf.save(cfg, bad / ".hydra" / "config.yaml")
+    with pytest.raises(ModelLoadError, match=r"do not fit the model"):
+        load_model(bad)
+    cfg.model.width = 8
+    cfg.model.nosuchkey = 1
+    OmegaConf.save(cfg, bad / ".hydra" / "config.yaml")
+    with pytest.raises(ModelLoadError, match=r"config.yaml: not a valid stemjax training config"):
+        load_model(bad)
+    with pytest.raises(ModelLoadError, match="no checkpoint at step 5"):
+        load_model(tiny_run, step=5)
+
+
+def test_tiled_equals_untiled(local_run):
+    """Without normalisation layers the tiny U-Net's receptive field fits in a 32-px margin: one
+    tile and 3×3 tiles of 64-px cores give the untiled network's output exactly."""
+    model = load_model(local_run)
+    image, _ = synthetic_micrograph(150, PX, n_defects=10, seed=3)
+    image = normalise_image(image)
+    # untiled: one pass over the image reflect-padded by the margin (and to a multiple of 4)
+    padded = np.pad(image, ((32, 34), (32, 34)), mode="reflect")
+    logits = model.logits(padded[None])[0]
+    p_ref = 1.0 - np.asarray(jax.nn.softmax(logits, -1))[32:182, 32:182, 0]
+    thr = float(np.quantile(p_ref, 0.995))
+    ref = jax.device_get(decode_defects(logits, threshold=thr, min_distance_px=3))
+    ref_pts = ref.points[ref.valid] - 32
+    inside = np.all((ref_pts > -0.5) & (ref_pts < 149.5), axis=1)
+    for tile in (256, 128):  # one tile; 3×3 tiles
+        det, p = predict_tiles(model, image, tile_px=tile, margin_px=32, threshold=thr,
+                               return_probabilities=True)  # fmt: skip
+        np.testing.assert_allclose(p, p_ref, atol=2e-5)
+        assert len(det.points) == inside.sum() > 0
+        o1, o2 = np.lexsort(det.points.T), np.lexsort(ref_pts[inside].T)
+        np.testing.assert_allclose(det.points[o1], ref_pts[inside][o2], atol=1e-3)
+        np.testing.assert_array_equal(det.classes[o1], ref.classes[ref.valid][inside][o2])
+
+
+def test_groupnorm_tiles_agree_closely(model):
+    """GroupNorm statistics span a tile, so tiles differ slightly from one pass (the untrained
+    smoke model, 128-px tiles: 2× its 64-px training images)."""
+    image = normalise_image(synthetic_micrograph(150, PX, n_defects=10, seed=3)[0])
+    _, p1 = predict_tiles(model, image, tile_px=256, margin_px=32, return_probabilities=True)
+    _, p9 = predict_tiles(model, image, tile_px=128, margin_px=32, return_probabilities=True)
+    diff = np.abs(p1 - p9)
+    assert diff.mean() < 0.01 and diff.max() < 0.1
+
+
+def test_tta_averages_the_eight_symmetries(model):
+    image = normalise_image(synthetic_micrograph(96, PX, n_defects=3, seed=4)[0])
+    _, p = predict_tiles(model, image, tile_px=192, margin_px=32, tta=True,
+                         return_probabilities=True)  # fmt: skip
+    _, p_t = predict_tiles(model, image.T.copy(), tile_px=192, margin_px=32, tta=True,
+                           return_probabilities=True)  # fmt: skip
+    np.testing.assert_allclose(p_t, p.T, atol=1e-5)  # TTA output is equivariant under transpose
+    _, p_plain = predict_tiles(model, image, tile_px=192, margin_px=32,
+                               return_probabilities=True)  # fmt: skip
+    assert np.abs(p - p_plain).max() > 1e-4  # and differs from a single pass
+
+
+def test_cli_writes_outputs_and_never_overwrites(tmp_path, tiny_run):
+    image, _ = synthetic_micrograph(128, PX, n_defects=5, seed=5)
+    tif = write_tif(tmp_path / "a.tif", image, PX)
+    out = tmp_path / "out"
+    args = [str(tiny_run), str(tif), "--out", str(out), "--threshold", "0.3", "--tile", "128",
+            "--margin", "32"]  # fmt: skip
+    assert cli(args) == 0
+    for name in ("defects.csv", "defects.parquet", "sites.parquet", "concentrations.csv"):
+        assert (out / name).stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["step"] == 4 and summary["images"][0]["image_id"] == "a"
+    assert summary["n_sites"] >= 120  # ≈ 150 columns in 26.5 Å × 26.5 Å
+    assert (out / "figures" / "concentrations.png").exists()
+    before = (out / "defects.csv").read_bytes()
+    (out / "defects.csv").write_text("mine")
+    assert cli(args) == 2  # refuses: outputs exist
+    assert (out / "defects.csv").read_text() == "mine"
+    assert cli([*args, "--overwrite"]) == 0
+    assert (out / "defects.csv").read_bytes() == before
+    assert cli([str(tiny_run), str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o2")]) == 2

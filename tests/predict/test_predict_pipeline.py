@@ -1,0 +1,108 @@
+"""predict(): tables, coordinates, tiling, resampling, file round trips and bad input, with a
+fixture model (classical detection behind the model interface; see predict_helpers)."""
+
+import numpy as np
+import pytest
+from predict_helpers import FixtureModel, synthetic_micrograph
+
+from stemjax.evaluation import match_detections
+from stemjax.io import MicrographError, write_tif
+from stemjax.predict import DEFECT_COLUMNS, SITE_COLUMNS, predict
+
+PX = 0.2074
+
+
+@pytest.fixture(scope="module")
+def micrograph():
+    return synthetic_micrograph(600, PX, n_defects=60, seed=1)
+
+
+def _recall_precision(defects, truth, radius_A=0.8):
+    pred = defects[["y_A", "x_A"]].to_numpy()
+    gt = truth["xy_A"][:, ::-1]  # (y, x)
+    m = match_detections(pred, gt, radius_A)
+    tp = len(m.pred_index)
+    correct = np.sum(defects["class_id"].to_numpy()[m.pred_index] == truth["class_id"][m.gt_index])
+    return tp / len(gt), tp / max(len(pred), 1), correct / max(tp, 1), m
+
+
+def test_table_recovers_known_defects_across_tiles(micrograph):
+    image, truth = micrograph
+    model = FixtureModel()
+    # 600 px with 256-px tiles and 32-px margins: a 4×4 grid of cores, seams everywhere
+    result = predict(model, image, pixel_size_A=PX, tile_px=256, margin_px=32, progress=False)
+    d = result.defects
+    assert list(d.columns) == list(DEFECT_COLUMNS) and list(result.sites.columns) == list(
+        SITE_COLUMNS
+    )
+    recall, precision, class_acc, m = _recall_precision(d, truth)
+    assert recall >= 0.98 and precision >= 0.98 and class_acc >= 0.98
+    # localisation: x is the column axis, y the row axis, Å = px × pixel size
+    err = np.hypot(
+        d["x_A"].to_numpy()[m.pred_index] - truth["xy_A"][m.gt_index, 0],
+        d["y_A"].to_numpy()[m.pred_index] - truth["xy_A"][m.gt_index, 1],
+    )
+    assert np.sqrt(np.mean(err**2)) < 0.15
+    np.testing.assert_allclose(d["x_A"], d["x_px"] * PX, rtol=1e-5)
+    assert set(d["class_name"]) <= {"2Te", "SeTe"} and set(d["sublattice"]) == {"chalcogen"}
+    # no duplicates at tile seams
+    xy = d[["x_A", "y_A"]].to_numpy()
+    dist = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1)) + np.eye(len(xy)) * 99
+    assert dist.min() > 1.0
+    # sites: every column of the field found once, split evenly between the sublattices
+    n_sites = len(result.sites)
+    expected = 2 * (600 * PX - 2.0) ** 2 / (3.297**2 * np.sqrt(3) / 2)
+    assert abs(n_sites - expected) / expected < 0.06
+    counts = result.sites["sublattice"].value_counts()
+    assert abs(counts["metal"] - counts["chalcogen"]) / n_sites < 0.05
+    conc = result.concentrations()
+    assert conc.loc["SeTe", "count"] == (d["class_name"] == "SeTe").sum()
+    assert conc.loc["SeTe", "n_sites"] == counts["chalcogen"]
+
+
+def test_resampling_maps_positions_back_to_the_given_pixels(micrograph):
+    """A micrograph at 0.16 Å/px is resampled to the model's 0.2074 Å/px and positions are
+    reported in its own pixels."""
+    px = 0.16
+    image, truth = synthetic_micrograph(700, px, n_defects=40, seed=2)
+    result = predict(FixtureModel(), image, pixel_size_A=px, tile_px=256, margin_px=32,
+                     progress=False)  # fmt: skip
+    d = result.defects
+    recall, precision, _, m = _recall_precision(d, truth)
+    assert recall >= 0.95 and precision >= 0.95
+    np.testing.assert_allclose(d["x_A"], d["x_px"] * px, rtol=1e-5)
+    assert result.fields.loc["image0", "pixel_size_A"] == px
+    assert result.fields.loc["image0", "width_px"] == 700
+
+
+def test_tif_and_npy_round_trip_give_the_same_table(tmp_path, micrograph):
+    image, _ = micrograph
+    tif = write_tif(tmp_path / "m.tif", image, PX)
+    npy = tmp_path / "m.npy"
+    np.save(npy, image)
+    model = FixtureModel()
+    kw = dict(tile_px=256, margin_px=32, progress=False)
+    from_tif = predict(model, tif, **kw).defects
+    from_npy = predict(model, npy, pixel_size_A=PX, **kw).defects
+    assert len(from_tif) > 0 and set(from_tif["image_id"]) == {"m"}
+    cols = ["x_px", "y_px", "class_id", "score"]
+    np.testing.assert_allclose(from_tif[cols].to_numpy(float), from_npy[cols].to_numpy(float))
+
+
+def test_bad_input_raises_clear_errors(tmp_path, micrograph):
+    image, _ = micrograph
+    model = FixtureModel()
+    nan = image.copy()
+    nan[3, 4] = np.nan
+    with pytest.raises(MicrographError, match="NaN"):
+        predict(model, nan, pixel_size_A=PX, progress=False)
+    with pytest.raises(MicrographError, match="pixel_size_A"):
+        predict(model, image, progress=False)  # array without pixel size
+    with pytest.raises(MicrographError, match=r"model's"):
+        predict(model, image, pixel_size_A=1.0, progress=False)  # 4.8× the model's
+    np.save(tmp_path / "stack.npy", np.stack([image, image]))
+    with pytest.raises(MicrographError, match="frame"):
+        predict(model, tmp_path / "stack.npy", pixel_size_A=PX, progress=False)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(MicrographError, match="notes.txt"):
+        predict(model, tmp_path / "notes.txt", pixel_size_A=PX, progress=False)
