@@ -173,3 +173,22 @@ def test_batched_inputs_equal_lists_and_bad_inputs_raise():
         run([image([[1, 1]], [1])], [])
     with pytest.raises(ValueError, match="out of range"):
         run([image([[1, 1]], [K1])], [image([[1, 1]], [1])])
+
+
+def test_componentwise_matching_equals_dense_hungarian():
+    """The KD-tree/component decomposition finds the dense assignment's optimum."""
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        gt = rng.uniform(0, 20, (60, 2))
+        pred = np.concatenate([gt[:50] + rng.normal(0, 0.5, (50, 2)), rng.uniform(0, 20, (15, 2))])
+        m = match_detections(pred, gt, 0.8)
+        dist = np.linalg.norm(pred[:, None] - gt[None], axis=-1)
+        big = 100.0 * (1 + 0.8)
+        r, c = linear_sum_assignment(np.where(dist <= 0.8, dist, big))
+        ok = dist[r, c] <= 0.8
+        assert len(m.pred_index) == ok.sum()
+        assert m.distance.sum() == pytest.approx(dist[r, c][ok].sum(), rel=1e-9)
+        assert len(set(m.pred_index)) == len(m.pred_index) == len(set(m.gt_index))
+        assert np.all(m.distance <= 0.8)

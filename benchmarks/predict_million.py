@@ -1,0 +1,164 @@
+"""End-to-end analysis of a ~million-atom synthetic dataset with `stemjax.predict`.
+
+Simulates `--images` micrographs of `--size`² px at the wse2te pixel size (0.2074 Å/px) with the
+training-data pipeline at the EVALUATION prior (realistic defect rates; column-mode simulation
+and the full corruption model), writes them as .tif files (not timed), then times the analysis
+a user runs: `predict` on the files (read, resample, normalise, tiled U-Net, decode, column
+finding), concentrations, spatial statistics, class averages and figures. Prints atoms/s, total
+time and the recovered concentrations against the truth, plus recall / precision by the
+DESIGN.md protocol (one-to-one within 0.8 Å).
+
+    python benchmarks/predict_million.py --model experiments/wse2te/model [--images 4 --size 4096]
+"""
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from stemjax import analysis
+from stemjax.config import load_config, to_runtime
+from stemjax.evaluation import match_detections
+from stemjax.io import write_tif
+from stemjax.predict import load_model, predict
+from stemjax.trainingdata.pipeline import build_batch_maker
+
+
+def atoms_per_site(specimen, registry) -> dict[tuple[int, int], int]:
+    """Atoms in a column by (sublattice id, class id): pristine and each defect's content."""
+    from stemjax.specimen.materials import SUBLATTICES
+
+    table = {
+        (SUBLATTICES.index("metal"), 0): len(specimen.metal),
+        (SUBLATTICES.index("chalcogen"), 0): len(specimen.chalcogen),
+    }
+    for i, d in enumerate(specimen.defects):
+        table[(SUBLATTICES.index(d.sublattice), i + 1)] = len(d.content)
+    return table
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="experiments/wse2te/model")
+    p.add_argument("--images", type=int, default=4)
+    p.add_argument("--size", type=int, default=4096)
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--batch-tiles", type=int, default=4)
+    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--workdir", default=None, help="where the .tif files go (default: temp)")
+    args = p.parse_args()
+
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    cfg = load_config([f"data.image_size_px={args.size}", "data.batch_size=1", "data.prior=eval"])
+    specimen, prior, corruption, data = to_runtime(cfg)
+    maker = build_batch_maker(specimen, prior, corruption, data)
+    per_site = atoms_per_site(specimen, maker.registry)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stemjax_million_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    files, truth, n_atoms = [], {}, 0
+    for i in range(args.images):
+        b = jax.device_get(maker.make_batch(jax.random.key(args.seed + i)))
+        v = b.valid[0]
+        sub, cls = b.sublattice[0][v], b.classes[0][v]
+        n_atoms += sum(per_site[(int(s), int(c))] for s, c in zip(sub, cls, strict=True))
+        path = write_tif(workdir / f"synthetic_{i}.tif", b.images[0], maker.pixel_size,
+                         overwrite=True)  # fmt: skip
+        files.append(path)
+        truth[path.stem] = (b.points[0][v], cls, sub)
+    gen_s = time.perf_counter() - t0
+
+    # ---- the timed analysis --------------------------------------------------------------
+    timings = {}
+    t = time.perf_counter()
+    result = predict(model, files, tile_px=args.tile, batch_tiles=args.batch_tiles)
+    timings["predict (read, resample, U-Net, decode, sites)"] = time.perf_counter() - t
+    t = time.perf_counter()
+    conc = result.concentrations()
+    timings["concentrations"] = time.perf_counter() - t
+    t = time.perf_counter()
+    nn = analysis.nearest_neighbour_test(result.defects, result.sites, n_random=100)
+    pcf = analysis.pair_correlation(result.defects, result.sites, n_random=20)
+    timings["spatial statistics"] = time.perf_counter() - t
+    t = time.perf_counter()
+    averages = result.class_averages()
+    timings["class averages"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out = workdir / "figures"
+    out.mkdir(exist_ok=True)
+    analysis.plot_concentrations(conc).savefig(out / "concentrations.png", dpi=110)
+    analysis.plot_spatial_statistics(nn, pcf).savefig(out / "spatial.png", dpi=110)
+    analysis.plot_class_averages(averages, classes=model.registry).savefig(
+        out / "class_averages.png", dpi=110
+    )
+    timings["figures"] = time.perf_counter() - t
+    total = sum(timings.values())
+
+    dev = jax.devices()[0]
+    print(
+        f"\nMillion-atom analysis (jax {jax.__version__}, {dev.platform}: {dev.device_kind}, "
+        f"{os.cpu_count()} host cores, {platform.machine()})"
+    )
+    print(
+        f"{args.images} images of {args.size}² px at {maker.pixel_size} Å/px, "
+        f"{n_atoms:,} atoms, {sum(len(t[1]) for t in truth.values()):,} columns; "
+        f"simulated in {gen_s:.0f} s (not timed below); model step {model.step} "
+        f"from {model.source}"
+    )
+    print("\n| stage | s |\n|---|---|")
+    for k, v in timings.items():
+        print(f"| {k} | {v:.1f} |")
+    print(f"| **total** | **{total:.1f}** |")
+    print(f"\n**{n_atoms / total:,.0f} atoms/s**, total {total / 60:.2f} min")
+
+    # ---- recovered vs truth ----------------------------------------------------------------
+    names = model.registry.names
+    px = maker.pixel_size
+    tp = np.zeros(len(names), int)
+    n_true = np.zeros(len(names), int)
+    n_pred = np.zeros(len(names), int)
+    sites_true = {"metal": 0, "chalcogen": 0}
+    from stemjax.specimen.materials import SUBLATTICES
+
+    for image_id, (pts, cls, sub) in truth.items():
+        for s in sub:
+            sites_true[SUBLATTICES[int(s)]] += 1
+        gt_mask = cls > 0
+        gt_pts, gt_cls = pts[gt_mask] * px, cls[gt_mask]
+        d = result.defects[result.defects["image_id"] == image_id]
+        pr_pts = d[["y_A", "x_A"]].to_numpy()
+        pr_cls = d["class_id"].to_numpy()
+        m = match_detections(pr_pts, gt_pts, 0.8)
+        ok = pr_cls[m.pred_index] == gt_cls[m.gt_index]
+        np.add.at(tp, gt_cls[m.gt_index][ok], 1)
+        np.add.at(n_true, gt_cls, 1)
+        np.add.at(n_pred, pr_cls, 1)
+    print(
+        "\n| class | true count | found | recall | precision | true per site | "
+        "recovered per site |\n|---|---|---|---|---|---|---|"
+    )
+    for k in range(1, len(names)):
+        sub = model.registry[k].sublattice
+        rec = tp[k] / n_true[k] if n_true[k] else float("nan")
+        prec = tp[k] / n_pred[k] if n_pred[k] else float("nan")
+        print(
+            f"| {names[k]} | {n_true[k]} | {n_pred[k]} | {rec:.3f} | {prec:.3f} | "
+            f"{100 * n_true[k] / sites_true[sub]:.3f} % | "
+            f"{100 * conc.loc[names[k], 'per_site']:.3f} % |"
+        )
+    all_rec = tp[1:].sum() / max(n_true[1:].sum(), 1)
+    all_prec = tp[1:].sum() / max(n_pred[1:].sum(), 1)
+    print(
+        f"| all | {n_true[1:].sum()} | {n_pred[1:].sum()} | {all_rec:.3f} | {all_prec:.3f} | | |"
+    )
+    print(f"\nsites found {len(result.sites):,} vs true {sum(sites_true.values()):,}; "
+          f"figures in {out}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
