@@ -21,7 +21,8 @@
 # the *training-data* view: the randomly sampled, corrupted images and class maps that the
 # defect-detection network is trained on.
 #
-# Runs on a CPU in about a minute (default sizes). Environment variables:
+# Runs on a CPU in a few minutes at the default sizes (most of it planning the training-data
+# simulation, section 5), in under a minute in small mode. Environment variables:
 #
 # - `STEMJAX_NOTEBOOK_SMALL=1`: smaller cells and training images (what CI runs);
 # - `STEMJAX_NOTEBOOK_OUT`: folder for the figures (default `notebooks/_output`).
@@ -93,16 +94,19 @@ print(f"small mode: {SMALL}; figures go to {OUT}")
 # alternately; we put the defects on one such line so that a single line profile crosses
 # them:
 #
-# | class | what we do | expected ADF contrast (≈ Σ Z^1.7) |
+# | column | what we do | Σ Z^1.7 (Z-contrast rule of thumb) |
 # |---|---|---|
-# | SV | remove one Se of a Se2 column | half of a Se2 column |
-# | 2Te | replace both Se of a column by Te (Z = 52) | brighter than W |
-# | VW | remove a W atom | a dark hole |
-# | SeTe | replace one Se by Te (on a neighbouring line) | between Se2 and W |
+# | Se2, W | pristine | 800, 1500 |
+# | SV | remove one Se of a Se2 column | 400 |
+# | 2Te | replace both Se of a column by Te (Z = 52) | 1650 |
+# | VW | remove a W atom | 0 |
+# | SeTe | replace one Se by Te (on a neighbouring line) | 1230 |
+#
+# Section 3 compares these numbers with the simulated image.
 
 # %%
 A = 3.297  # Å
-CELLS = (3, 3) if SMALL else (6, 4)  # orthogonal cells along x, y
+CELLS = (3, 3) if SMALL else (4, 3)  # orthogonal cells along x, y
 
 unit = ase.build.mx2("WSe2", a=A, thickness=3.34, vacuum=2)
 atoms = ase.build.make_supercell(unit, [[1, 0, 0], [1, 2, 0], [0, 0, 1]]) * (*CELLS, 1)
@@ -236,9 +240,9 @@ show(fig, "01_adf_image")
 # Along the dashed line W and Se2 columns alternate (1.90 Å apart, then a 3.81 Å gap). The
 # rule of thumb for incoherent Z-contrast (signal ∝ Σ Z^1.7 over the atoms of a column)
 # would make a W column (74^1.7 ≈ 1500) about twice as bright as a Se2 column
-# (2 × 34^1.7 ≈ 800). The multislice image says otherwise: at these settings (a 60 mrad inner
-# angle is not far outside the 25 mrad probe) W and Se2 peaks are nearly equal — abTEM, an
-# independent code, agrees (W/Se2 ≈ 0.99, `benchmarks/RESULTS.md`). Within the chalcogen
+# (2 × 34^1.7 ≈ 800). The multislice image says otherwise: at these settings W and Se2 peaks
+# come out nearly equal, and abTEM, an independent multislice code, agrees (W/Se2 ≈ 0.99,
+# `benchmarks/RESULTS.md`): the rule of thumb is a rough guide only. Within the chalcogen
 # columns the ordering is as expected: one Se (SV) gives less than half of Se2, Te2 is the
 # brightest column, and the W vacancy leaves only the tails of the neighbouring columns.
 # The peak ratios printed below are measured on this image.
@@ -315,17 +319,19 @@ show(fig, "01_defocus_source_size")
 # ## 5. The training-data view
 #
 # The detection network never sees a hand-built cell like the one above. Each training batch
-# is sampled on the fly, on the device: a random WSe2(1−x)Te(x) specimen with random defects
-# (`conf/specimen/`), a random microscope (`conf/microscope/`: defocus, astigmatism, coma,
-# Cs, source size, dose), the clean ADF image, then the corruption of real data
-# (`conf/corruption/`: drift, scan jitter, flyback, probe-current changes, Poisson noise,
-# detector gain/offset/noise, contamination) and the per-pixel target class map. The warp
-# that distorts the image moves the labels with it.
+# is sampled on the fly, on the device: a random WSe2(1−x)Te2x specimen with random defects
+# (`conf/specimen/`; the `train` prior used here oversamples the rare classes), a random
+# microscope (`conf/microscope/`: defocus, astigmatism, coma, Cs, source size, dose), the
+# clean ADF image, then the corruption of real data (`conf/corruption/`: drift, scan jitter,
+# flyback, probe-current changes, Poisson noise, detector gain/offset/noise, contamination)
+# and the per-pixel target class map. The warp that distorts the image moves the labels
+# with it.
 #
 # `load_config` composes the Hydra configuration (`conf/config.yaml` and its groups) with
 # overrides; `to_runtime` turns it into plain objects; `build_batch_maker` plans once on the
-# host (here: the column responses of the CPU fast mode, ~10–60 s) and `make_batch(key)` is
-# the jitted device function. The same key always gives the same batch.
+# host (here the column responses of the CPU fast mode: ~10 s with `data=small`, 1–2 min
+# with the default data config on a 2-core CPU) and `make_batch(key)` is the jitted device
+# function. The same key always gives the same batch.
 
 # %%
 import jax  # noqa: E402
@@ -382,7 +388,8 @@ axes[1].legend(
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])
-    scale_bar(ax, 5.0 / px, "5 Å")  # axes in px here
+    bar_A = 5.0 if img.shape[0] * px < 30 else 10.0
+    scale_bar(ax, bar_A / px, f"{bar_A:g} Å")  # axes in px here
 fig.suptitle(
     f"training data: specimen {cfg.specimen.name}, microscope {cfg.microscope.name}, "
     f"prior {cfg.data.prior}, {maker.data.simulation} simulation"

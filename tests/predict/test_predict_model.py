@@ -116,8 +116,8 @@ def test_cli_writes_outputs_and_never_overwrites(tmp_path, tiny_run):
     assert (out / "figures" / "concentrations.png").exists()
     before = (out / "defects.csv").read_bytes()
     (out / "defects.csv").write_text("mine")
-    assert cli(args) == 2  # refuses: outputs exist
+    assert cli([*args, "--no-figures"]) == 2  # refuses: outputs exist
     assert (out / "defects.csv").read_text() == "mine"
-    assert cli([*args, "--overwrite"]) == 0
+    assert cli([*args, "--overwrite", "--no-figures"]) == 0
     assert (out / "defects.csv").read_bytes() == before
     assert cli([str(tiny_run), str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o2")]) == 2

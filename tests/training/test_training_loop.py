@@ -180,6 +180,7 @@ def test_multirun_two_jobs_and_data_parallel(tmp_path):
     }
     cmd = [sys.executable, "-m", "stemjax.train", "-m", *SMOKE, *FAST, "trainer.devices=1,2"]
     cmd += ["trainer.steps=3", "trainer.eval_every=3", "trainer.checkpoint_every=3"]
+    cmd += ["trainer.class_weight_batches=0"]
     cmd += [f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
