@@ -72,7 +72,7 @@ T_START = time.perf_counter()
 def show(fig, name: str) -> None:
     """Save `fig` as OUT/name.png; display it when running inside Jupyter."""
     path = OUT / f"{name}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"figure: {path}")
     if INTERACTIVE:
         display(fig)
@@ -106,7 +106,7 @@ print(f"small mode: {SMALL}; figures go to {OUT}")
 
 # %%
 A = 3.297  # Å
-CELLS = (3, 3) if SMALL else (4, 3)  # orthogonal cells along x, y
+CELLS = (2, 3) if SMALL else (4, 3)  # orthogonal cells along x, y
 
 unit = ase.build.mx2("WSe2", a=A, thickness=3.34, vacuum=2)
 atoms = ase.build.make_supercell(unit, [[1, 0, 0], [1, 2, 0], [0, 0, 1]]) * (*CELLS, 1)

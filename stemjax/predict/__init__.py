@@ -7,7 +7,7 @@ in `stemjax.predict.inference`; command line `python -m stemjax.predict`.
 
 from stemjax.predict.api import DEFECT_COLUMNS, SITE_COLUMNS, Prediction, predict
 from stemjax.predict.inference import predict_tiles
-from stemjax.predict.model import ModelLoadError, TrainedModel, load_model
+from stemjax.predict.model import ModelLoadError, TrainedModel, export_model, load_model
 from stemjax.predict.sites import assign_sublattices, find_columns
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Prediction",
     "TrainedModel",
     "assign_sublattices",
+    "export_model",
     "find_columns",
     "load_model",
     "predict",

@@ -170,3 +170,29 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
         step=int(step),
         source=run,
     )
+
+
+def export_model(run_dir: str | Path, out_dir: str | Path, *, step: int | None = None) -> Path:
+    """Write a slim, shippable copy of a trained run: `config.yaml` plus one checkpoint holding
+    only the inference weights (the EMA weights when the run kept them; no optimizer state).
+
+    `load_model(out_dir)` loads it like the run. Refuses to write into an existing `out_dir`.
+    """
+    from stemjax.training import Checkpointer
+
+    out = Path(out_dir)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; remove it or choose another folder")
+    model = load_model(run_dir, step=step)
+    run, config_file, _ = _find_run_dir(Path(run_dir))
+    raw = OmegaConf.load(config_file)
+    raw.pop("hydra", None)
+    out.mkdir(parents=True)
+    OmegaConf.save(raw, out / "config.yaml")
+    merged = nnx.merge(model.graphdef, model.state)
+    state = {"model": nnx.state(merged, nnx.Not(nnx.RngState))}
+    with Checkpointer(run / "checkpoints", best_metric="val_f1") as src:
+        metrics = src.metrics(model.step)
+    with Checkpointer(out / "checkpoints", keep=1, best_metric="val_f1") as ckpt:
+        ckpt.save(model.step, state, metrics=metrics)
+    return out

@@ -12,7 +12,7 @@ from predict_helpers import synthetic_micrograph
 from stemjax.corrupt import normalise_image
 from stemjax.evaluation import decode_defects
 from stemjax.io import write_tif
-from stemjax.predict import ModelLoadError, load_model, predict_tiles
+from stemjax.predict import ModelLoadError, export_model, load_model, predict_tiles
 from stemjax.predict.__main__ import main as cli
 
 PX = 0.2074
@@ -121,3 +121,18 @@ def test_cli_writes_outputs_and_never_overwrites(tmp_path, tiny_run):
     assert cli([*args, "--overwrite", "--no-figures"]) == 0
     assert (out / "defects.csv").read_bytes() == before
     assert cli([str(tiny_run), str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_export_model_is_slim_and_loads_the_same(tmp_path, tiny_run, model):
+    out = export_model(tiny_run, tmp_path / "shipped")
+    from stemjax.training import Checkpointer
+
+    with Checkpointer(out / "checkpoints") as ckpt:
+        assert ckpt.all_steps() == [4] and ckpt.item_keys(4) == ["model"]  # no optimizer state
+    shipped = load_model(out)
+    x = np.asarray(synthetic_micrograph(64, PX, n_defects=2, seed=6)[0])[None]
+    np.testing.assert_allclose(
+        np.asarray(shipped.logits(x)), np.asarray(model.logits(x)), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(FileExistsError):
+        export_model(tiny_run, out)
