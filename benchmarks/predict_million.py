@@ -153,9 +153,7 @@ def main():
         )
     all_rec = tp[1:].sum() / max(n_true[1:].sum(), 1)
     all_prec = tp[1:].sum() / max(n_pred[1:].sum(), 1)
-    print(
-        f"| all | {n_true[1:].sum()} | {n_pred[1:].sum()} | {all_rec:.3f} | {all_prec:.3f} | | |"
-    )
+    print(f"| all | {n_true[1:].sum()} | {n_pred[1:].sum()} | {all_rec:.3f} | {all_prec:.3f} | | |")
     print(f"\nsites found {len(result.sites):,} vs true {sum(sites_true.values()):,}; "
           f"figures in {out}")  # fmt: skip
 

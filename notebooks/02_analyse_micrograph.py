@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 02 — Find and count the defects in a micrograph with a trained model
 #
-# This walkthrough analyses a large WSe2(1−x)Te(x) micrograph end to end with a trained U-Net:
+# This walkthrough analyses a large WSe2(1−x)Te2x micrograph end to end with a trained U-Net:
 #
 # 1. load the model (`stemjax.predict.load_model`);
 # 2. make a synthetic micrograph whose defects we know, at realistic rates (the *evaluation*
@@ -28,7 +28,7 @@
 # For your own data, skip step 2 and pass your `.dm3/.dm4/.emd/.tif/.npy` files to `predict`.
 #
 # **How good are the numbers?** Everything below is only as good as the checkpoint. The model
-# shipped in `experiments/wse2te/model` was trained on a CPU (small network, short run); its
+# shipped in `experiments/wse2te/model` was trained on a CPU (a small U-Net, `trainer=cpu`); its
 # measured accuracy on the evaluation prior is reported in `experiments/wse2te/REPORT.md`.
 # Section 4 measures it again on this one image. With an untrained or early checkpoint the
 # notebook still runs, but the detections are meaningless.
@@ -134,14 +134,16 @@ print("classes:", [(c.name, c.sublattice) for c in registry.classes])
 # ## 2. A synthetic micrograph with known defects
 #
 # The training-data generator also makes test images: with `data.prior=eval` it samples the
-# realistic defect rates of `conf/specimen/wse2te.yaml`, a random microscope state and all
-# the corruptions of real data (drift, scan distortions, noise, contamination). One image of
-# N × N px at the model's pixel size (0.2074 Å/px: N = 1024 is a 21 nm field of view). The
-# batch carries the truth: every lattice site's position (row, col px), class (0 = pristine)
-# and whether it lies inside the image.
+# realistic defect rates of `conf/specimen/wse2te.yaml`, a random microscope state from
+# `conf/microscope/wse2te.yaml` (the settings the wse2te model is trained for) and all the
+# corruptions of real data (drift, scan distortions, noise, contamination). One image of
+# N × N px at 0.2074 Å/px (N = 1024 is a 21 nm field of view). The batch carries the truth:
+# every lattice site's position (row, col px), class (0 = pristine), sublattice, and whether
+# it lies inside the image.
 #
-# Planning (the column responses of the CPU simulation mode) takes a while on a CPU: ~10 s
-# with the small data config, ~1 min with the default one.
+# Planning (the column responses of the CPU simulation mode) takes a while on a CPU: 1–2 min
+# on 2 cores with the default data config. Small mode uses `data=small`'s coarser responses
+# (one phonon configuration, 10 Å cells; ~10 s).
 
 # %%
 N = 512 if SMALL else 1024

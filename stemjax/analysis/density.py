@@ -111,6 +111,11 @@ def plot_density_maps(
     """One panel per class of image `image_id`'s density maps, axes in Å, colourbar in nm⁻²."""
     m = maps[str(image_id)]
     names = list(m) if classes is None else list(classes)
+    if not names:
+        raise ValueError(
+            f"plot_density_maps: no classes to plot for image {image_id!r} (empty defect table?); "
+            "pass classes=... to show empty maps"
+        )
     ncols = min(4, max(1, len(names)))
     nrows = -(-len(names) // ncols)
     fig = Figure(figsize=(3.6 * ncols, 3.1 * nrows))

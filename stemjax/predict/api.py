@@ -73,6 +73,10 @@ class Prediction:
 
         if not self.images:
             raise ValueError("class_averages needs the images: predict(..., keep_images=True)")
+        # a neighbouring defect within 3 Å (the nearest other columns are 1.9 Å away) would sit
+        # inside the crop's core; farther ones are averaged out. The analysis default (the crop
+        # radius, 6 Å) leaves almost no crops at realistic rates (~10 % of columns defective).
+        kwargs.setdefault("exclusion_radius_A", 3.0)
         return class_averages(self.images, self.defects, classes=self.registry, **kwargs)
 
 
@@ -117,6 +121,7 @@ def predict(
     batch_tiles: int = 4,
     tta: bool = False,
     threshold: float | None = None,
+    max_detections: int | None = None,
     keep_images: bool = True,
     progress: bool = True,
 ) -> Prediction:
@@ -126,7 +131,8 @@ def predict(
     `Micrograph`s. pixel_size_A: Å/px, required for arrays and files without calibration
     (overrides the file's). frame: frame of a stack. tile_px / margin_px / batch_tiles: tiled
     inference (see `stemjax.predict.inference`). tta: 8-fold symmetry test-time augmentation.
-    threshold: defect probability threshold (default: the run's). keep_images: keep the
+    threshold: defect probability threshold (default: the run's). max_detections: per tile
+    (default: the most peaks the decoding's suppression window allows). keep_images: keep the
     resampled normalised images in the result (class averages).
     """
     from tqdm.auto import tqdm
@@ -156,9 +162,17 @@ def predict(
             batch_tiles=batch_tiles,
             tta=tta,
             threshold=threshold,
+            max_detections=max_detections,
         )
         col_pts, col_vals = find_columns(img, model.pixel_size_A)
-        col_sub = assign_sublattices(col_vals, model.sublattice_brightness)
+        col_sub = assign_sublattices(
+            col_pts,
+            col_vals,
+            model.pixel_size_A,
+            model.sublattice_brightness,
+            det.points,
+            subs[det.classes],
+        )
         site_pts, site_sub = complete_sites(
             col_pts, col_sub, det.points, subs[det.classes], snap_px=0.8 / model.pixel_size_A
         )

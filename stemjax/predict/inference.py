@@ -88,7 +88,7 @@ def predict_tiles(
     tta: bool = False,
     threshold: float | None = None,
     min_distance_px: int | None = None,
-    max_detections: int = 2048,
+    max_detections: int | None = None,
     return_probabilities: bool = False,
     progress=None,
 ):
@@ -102,6 +102,8 @@ def predict_tiles(
     align = model.downsample_factor
     threshold = model.decode_threshold if threshold is None else float(threshold)
     min_distance_px = model.min_distance_px if min_distance_px is None else int(min_distance_px)
+    if max_detections is None:  # every peak the suppression window allows: never truncates
+        max_detections = (-(-tile_px // (min_distance_px + 1))) ** 2
     h, w = image.shape
     origins, core, padded = tile_grid((h, w), tile_px, margin_px, align)
     pad = (

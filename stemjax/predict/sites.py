@@ -2,10 +2,10 @@
 
 Classical column finding on the normalised image at the model's pixel size: Gaussian smoothing
 (σ = `smooth_A`), local maxima within `min_separation_A`, kept if brighter than the local
-mean by `min_contrast` robust standard deviations. Each column is assigned to a sublattice
-by its brightness: two clusters (Otsu threshold on the smoothed peak values), the brighter one
-being the sublattice with the larger expected ADF signal (Σ Z^1.7 of its pristine column; the
-metal for every TMD in conf/specimen). Columns emptied by a defect (vacancies) have no peak: a
+mean by `min_contrast` robust standard deviations, then non-maximum suppression among peaks.
+Each column is assigned to a sublattice from the honeycomb geometry of its neighbours (not its
+brightness: W and Se2 columns are about equally bright), the two halves named by the detected
+defects' classes (see `assign_sublattices`). Columns emptied by a defect (vacancies) have no peak: a
 detected defect with no column within `snap_A` adds its own site on its class's sublattice.
 """
 
@@ -89,23 +89,62 @@ def find_columns(
     return pts, img[rows, cols]
 
 
-def assign_sublattices(values: np.ndarray, brightness: dict[str, float]) -> np.ndarray:
-    """Sublattice name per column from its peak value: Otsu split into two clusters, the
-    brighter cluster → the sublattice with the larger expected `brightness`."""
-    names = sorted(brightness, key=brightness.get)  # dim, bright
-    ratio = brightness[names[1]] / max(brightness[names[0]], 1e-12)
-    if ratio < 1.3:
-        log.warning(
-            "expected column brightness of %s and %s differ by only %.0f %%: the sublattice "
-            "assignment of sites by intensity is unreliable",
-            names[0],
-            names[1],
-            100 * (ratio - 1),
-        )
-    if len(values) < 2:
-        return np.full(len(values), names[1], dtype=object)
-    cut = _otsu(np.asarray(values, np.float64))
-    return np.where(values > cut, names[1], names[0]).astype(object)
+def assign_sublattices(
+    points_px: np.ndarray,
+    values: np.ndarray,
+    pixel_size_A: float,
+    brightness: dict[str, float],
+    defect_points_px: np.ndarray | None = None,
+    defect_sublattices: np.ndarray | None = None,
+    bond_A: tuple[float, float] = (1.4, 2.5),
+) -> np.ndarray:
+    """Sublattice name per column, from the lattice geometry.
+
+    In projection, the 2H lattice is a honeycomb: the three nearest neighbours (1.9 Å) of a metal
+    column point along θ0 + {0°, 120°, 240°}, those of a chalcogen column along θ0 + {60°, 180°,
+    300°}. So z = Σ_neighbours exp(3iφ) is +A·e^{3iθ0} on one sublattice and −A·e^{3iθ0} on the
+    other: its sign against the field's common phase (from Σ z², sign-free) splits the sites,
+    whatever their brightness (W and Se2 columns are about equally bright at 80 kV, 60–200 mrad).
+    Which half is which: the majority vote of the detected defects (each class knows its
+    sublattice), or, without defects, the brighter half is the sublattice with the larger
+    expected `brightness` (Σ Z^1.7). Columns without neighbours in `bond_A` (Å) fall back to the
+    brightness threshold. Assumes one lattice orientation per image (single crystal).
+    """
+    pts = np.asarray(points_px, np.float64).reshape(-1, 2)
+    values = np.asarray(values, np.float64)
+    names = sorted(brightness, key=brightness.get)  # (dim, bright)
+    if len(pts) < 2:
+        return np.full(len(pts), names[1], dtype=object)
+    from scipy.spatial import cKDTree
+
+    lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
+    pairs = cKDTree(pts).query_pairs(hi, output_type="ndarray")
+    d = pts[pairs[:, 1]] - pts[pairs[:, 0]]
+    length = np.hypot(d[:, 0], d[:, 1])
+    pairs, d = pairs[length >= lo], d[length >= lo]
+    phase = np.exp(3j * np.arctan2(d[:, 0], d[:, 1]))  # angle of (row, col) vectors
+    z = np.zeros(len(pts), complex)
+    np.add.at(z, pairs[:, 0], phase)
+    np.add.at(z, pairs[:, 1], -phase)  # the reverse vector: φ + 180° → e^{3iφ} · (−1)
+    g = np.sqrt(np.sum(z**2))
+    score = np.real(z * np.conj(g / max(abs(g), 1e-12)))
+    side = score > 0
+    undecided = np.abs(score) < 1e-6
+    if undecided.any():
+        cut = _otsu(values) if len(values) > 2 else float(np.median(values))
+        bright_side = values[~undecided & side].mean() > values[~undecided & ~side].mean()
+        side[undecided] = (values[undecided] > cut) == bright_side
+    # which side is which sublattice
+    vote = 0.0
+    if defect_points_px is not None and len(defect_points_px):
+        _, nearest = cKDTree(pts).query(np.asarray(defect_points_px, np.float64), k=1)
+        on_side = side[nearest]
+        subs = np.asarray(defect_sublattices, object)
+        vote = float(np.sum(np.where(subs == names[1], 1, -1) * np.where(on_side, 1, -1)))
+    if vote == 0.0:  # no defects (or a tie): brightness
+        vote = 1.0 if values[side].mean() >= values[~side].mean() else -1.0
+    true_name, false_name = (names[1], names[0]) if vote > 0 else (names[0], names[1])
+    return np.where(side, true_name, false_name).astype(object)
 
 
 def complete_sites(site_pts, site_sub, defect_pts, defect_sub, snap_px: float):

@@ -26,14 +26,16 @@ def honeycomb(extent_A, a=A):
     return keep(metal), keep(chalc)
 
 
-def synthetic_micrograph(size_px, pixel_size_A, n_defects=40, seed=0, sigma_A=0.45, noise=0.03):
+def synthetic_micrograph(
+    size_px, pixel_size_A, n_defects=40, seed=0, sigma_A=0.45, noise=0.03, metal_amp=1.6
+):
     """(image (H, W), truth dict: xy_A (N, 2) Å, class_id (N,)): classes 1 and 2 on chalcogen
     sites; positions x along the column axis, y along rows, Å from the top-left pixel centre."""
     rng = np.random.default_rng(seed)
     extent = size_px * pixel_size_A
     metal, chalc = honeycomb(extent)
     sites = np.concatenate([metal, chalc])
-    amp = np.where(np.arange(len(sites)) < len(metal), 1.6, 1.0)
+    amp = np.where(np.arange(len(sites)) < len(metal), metal_amp, 1.0)
     # defects away from each other (≥ 5 Å) so that the fixture's 3×3 classification is clean
     order = len(metal) + rng.permutation(len(chalc))
     chosen = []

@@ -106,3 +106,25 @@ def test_bad_input_raises_clear_errors(tmp_path, micrograph):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(MicrographError, match="notes.txt"):
         predict(model, tmp_path / "notes.txt", pixel_size_A=PX, progress=False)
+
+
+@pytest.mark.parametrize("metal_amp", [1.0, 0.8])
+def test_sublattices_from_geometry_not_brightness(metal_amp):
+    """W and Se2 columns can be equally bright (or the metal dimmer): the honeycomb geometry
+    still splits the sites, and the detected defects' classes name the halves."""
+    from predict_helpers import honeycomb
+    from scipy.spatial import cKDTree
+
+    from stemjax.corrupt import normalise_image
+    from stemjax.predict import assign_sublattices, find_columns
+
+    image, truth = synthetic_micrograph(400, PX, n_defects=20, seed=3, metal_amp=metal_amp)
+    pts, vals = find_columns(normalise_image(image), PX)
+    brightness = {"metal": 74**1.7, "chalcogen": 2 * 34**1.7}
+    defects_px = truth["xy_A"][:, ::-1] / PX  # (row, col); all on chalcogen sites
+    sub = assign_sublattices(pts, vals, PX, brightness, defects_px, ["chalcogen"] * 20)
+    metal, chalc = honeycomb(400 * PX)
+    true_xy = np.concatenate([metal, chalc])[:, ::-1] / PX
+    true_sub = np.array(["metal"] * len(metal) + ["chalcogen"] * len(chalc))
+    dist, idx = cKDTree(true_xy).query(pts)
+    assert np.mean(sub[dist < 2] == true_sub[idx[dist < 2]]) > 0.97
