@@ -82,8 +82,14 @@ def main():
         rows.append({"dose_lo": lo, "dose_hi": hi, "images": len(sel), "gt": n, "recall": rec})
         print(f"| {lo:.0f}–{hi:.0f} | {len(sel)} | {n} | {rec:.4f} |")
     if args.json:
-        out = {"prior": args.prior, "images": len(preds), "size_px": size,
-               "model_step": model.step, "result": result.to_dict(), "recall_vs_dose": rows}  # fmt: skip
+        out = {
+            "prior": args.prior,
+            "images": len(preds),
+            "size_px": size,
+            "model_step": model.step,
+            "result": result.to_dict(),
+            "recall_vs_dose": rows,
+        }
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=float)
 
