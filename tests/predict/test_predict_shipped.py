@@ -1,0 +1,30 @@
+"""The shipped wse2te model (experiments/wse2te/model) loads on a fresh clone and finds the
+defects of the small fixed synthetic micrograph stored next to it (make_test_micrograph.py)."""
+
+from pathlib import Path
+
+import numpy as np
+
+from stemjax.evaluation import match_detections
+from stemjax.predict import load_model, predict
+
+HERE = Path(__file__).resolve().parents[2] / "experiments" / "wse2te"
+# measured with the shipped CPU-trained model (step 1750): recall 78/78, precision 78/87
+RECALL, PRECISION = 0.97, 0.85
+
+
+def test_shipped_model_finds_the_defects_of_the_fixed_micrograph():
+    model = load_model(HERE / "model")
+    assert model.registry.defect_names == ("2Te", "SeTe", "SV", "DV", "2TeW", "SeW", "VW")
+    truth = np.load(HERE / "test_micrograph_truth.npz")
+    result = predict(model, HERE / "test_micrograph.tif", progress=False)
+    d = result.defects
+    px = float(truth["pixel_size_A"])
+    gt = truth["classes"] > 0
+    gt_pts, gt_cls = truth["points_px"][gt] * px, truth["classes"][gt]
+    m = match_detections(d[["y_A", "x_A"]].to_numpy(), gt_pts, 0.8)
+    correct = d["class_id"].to_numpy()[m.pred_index] == gt_cls[m.gt_index]
+    recall = correct.sum() / len(gt_cls)
+    precision = correct.sum() / max(len(d), 1)
+    assert len(gt_cls) >= 70 and len(set(gt_cls)) == 7  # every class is in the field
+    assert recall >= RECALL and precision >= PRECISION, (recall, precision)
