@@ -57,17 +57,31 @@ def write_figures(result, out: Path) -> list[str]:
         fig.savefig(figs / name, dpi=110, bbox_inches="tight")
         written.append(f"figures/{name}")
 
-    save(analysis.plot_concentrations(result.concentrations()), "concentrations.png")
+    def attempt(name, make):
+        """A figure the data do not support (e.g. too few defects) is skipped with a warning."""
+        try:
+            save(make(), name)
+        except ValueError as err:
+            logging.getLogger(__name__).warning("skipped %s: %s", name, err)
+
+    attempt("concentrations.png", lambda: analysis.plot_concentrations(result.concentrations()))
     if len(result.defects):
         maps = analysis.density_maps(result.defects, result.fields, classes=result.registry)
         for image_id in result.fields.index:
-            save(analysis.plot_density_maps(maps, image_id), f"density_{image_id}.png")
-        if len(result.defects) >= 2:
-            nn = analysis.nearest_neighbour_test(result.defects, result.sites, n_random=100)
-            pcf = analysis.pair_correlation(result.defects, result.sites, n_random=20)
-            save(analysis.plot_spatial_statistics(nn, pcf), "spatial_statistics.png")
-        averages = result.class_averages()
-        save(analysis.plot_class_averages(averages, classes=result.registry), "class_averages.png")
+            attempt(
+                f"density_{image_id}.png", lambda i=image_id: analysis.plot_density_maps(maps, i)
+            )
+        attempt(
+            "spatial_statistics.png",
+            lambda: analysis.plot_spatial_statistics(
+                analysis.nearest_neighbour_test(result.defects, result.sites, n_random=100),
+                analysis.pair_correlation(result.defects, result.sites, n_random=20),
+            ),
+        )
+        attempt(
+            "class_averages.png",
+            lambda: analysis.plot_class_averages(result.class_averages(), classes=result.registry),
+        )
     return written
 
 
