@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from stemjax import analysis
 from stemjax.config import load_config, to_runtime
-from stemjax.evaluation import match_detections
+from stemjax.evaluation import evaluate
 from stemjax.io import write_tif
 from stemjax.predict import load_model, predict
 from stemjax.trainingdata.pipeline import build_batch_maker
@@ -116,44 +115,36 @@ def main():
     print(f"| **total** | **{total:.1f}** |")
     print(f"\n**{n_atoms / total:,.0f} atoms/s**, total {total / 60:.2f} min")
 
-    # ---- recovered vs truth ----------------------------------------------------------------
-    names = model.registry.names
-    px = maker.pixel_size
-    tp = np.zeros(len(names), int)
-    n_true = np.zeros(len(names), int)
-    n_pred = np.zeros(len(names), int)
-    sites_true = {"metal": 0, "chalcogen": 0}
+    # ---- recovered vs truth: the DESIGN.md protocol (stemjax.evaluation.evaluate) -----------
     from stemjax.specimen.materials import SUBLATTICES
 
+    names = list(model.registry.names)
+    px = maker.pixel_size
+    preds, gts = [], []
+    sites_true = {name: 0 for name in SUBLATTICES}
     for image_id, (pts, cls, sub) in truth.items():
         for s in sub:
             sites_true[SUBLATTICES[int(s)]] += 1
-        gt_mask = cls > 0
-        gt_pts, gt_cls = pts[gt_mask] * px, cls[gt_mask]
         d = result.defects[result.defects["image_id"] == image_id]
-        pr_pts = d[["y_A", "x_A"]].to_numpy()
-        pr_cls = d["class_id"].to_numpy()
-        m = match_detections(pr_pts, gt_pts, 0.8)
-        ok = pr_cls[m.pred_index] == gt_cls[m.gt_index]
-        np.add.at(tp, gt_cls[m.gt_index][ok], 1)
-        np.add.at(n_true, gt_cls, 1)
-        np.add.at(n_pred, pr_cls, 1)
+        preds.append({"points": d[["y_A", "x_A"]].to_numpy() / px, "classes": d["class_id"]})
+        gts.append({"points": pts, "classes": cls})
+    scores = evaluate(preds, gts, len(names), names, px)
     print(
         "\n| class | true count | found | recall | precision | true per site | "
         "recovered per site |\n|---|---|---|---|---|---|---|"
     )
-    for k in range(1, len(names)):
-        sub = model.registry[k].sublattice
-        rec = tp[k] / n_true[k] if n_true[k] else float("nan")
-        prec = tp[k] / n_pred[k] if n_pred[k] else float("nan")
+    fmt = lambda v: "nan" if v is None else f"{v:.3f}"  # noqa: E731
+    for c in scores.per_class:
+        sub = model.registry[c.id].sublattice
         print(
-            f"| {names[k]} | {n_true[k]} | {n_pred[k]} | {rec:.3f} | {prec:.3f} | "
-            f"{100 * n_true[k] / sites_true[sub]:.3f} % | "
-            f"{100 * conc.loc[names[k], 'per_site']:.3f} % |"
+            f"| {c.name} | {c.support} | {c.predicted} | {fmt(c.recall)} | {fmt(c.precision)} | "
+            f"{100 * c.support / sites_true[sub]:.3f} % | "
+            f"{100 * conc.loc[c.name, 'per_site']:.3f} % |"
         )
-    all_rec = tp[1:].sum() / max(n_true[1:].sum(), 1)
-    all_prec = tp[1:].sum() / max(n_pred[1:].sum(), 1)
-    print(f"| all | {n_true[1:].sum()} | {n_pred[1:].sum()} | {all_rec:.3f} | {all_prec:.3f} | | |")
+    print(
+        f"| all | {scores.n_ground_truth} | {scores.n_predicted} | {fmt(scores.recall)} | "
+        f"{fmt(scores.precision)} | | |"
+    )
     print(f"\nsites found {len(result.sites):,} vs true {sum(sites_true.values()):,}; "
           f"figures in {out}")  # fmt: skip
 

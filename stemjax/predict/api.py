@@ -73,10 +73,6 @@ class Prediction:
 
         if not self.images:
             raise ValueError("class_averages needs the images: predict(..., keep_images=True)")
-        # a neighbouring defect within 3 Å (the nearest other columns are 1.9 Å away) would sit
-        # inside the crop's core; farther ones are averaged out. The analysis default (the crop
-        # radius, 6 Å) leaves almost no crops at realistic rates (~10 % of columns defective).
-        kwargs.setdefault("exclusion_radius_A", 3.0)
         return class_averages(self.images, self.defects, classes=self.registry, **kwargs)
 
 

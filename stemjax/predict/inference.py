@@ -110,7 +110,7 @@ def predict_tiles(
         (margin_px, padded[0] - h + margin_px),
         (margin_px, padded[1] - w + margin_px),
     )
-    source = np.pad(image, pad, mode="reflect" if min(h, w) > max(max(pad)) else "symmetric")
+    source = np.pad(image, pad, mode="reflect")  # NumPy reflects repeatedly past the edge
     prob_map = np.zeros((h, w), np.float32) if return_probabilities else None
 
     points, classes, scores = [], [], []

@@ -105,7 +105,6 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
     the latest). Raises ModelLoadError naming the path for a missing config or checkpoint, an
     invalid config, or weights that do not fit the config's model.
     """
-    from stemjax.model import create_unet
     from stemjax.specimen import DefectRegistry, to_specimen_config
     from stemjax.training import Checkpointer, TrainConfig, init_train_state
 
@@ -130,7 +129,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
     if not ckpt_dir.is_dir():
         raise ModelLoadError(f"{run}: no checkpoints/ folder next to {config_file.name}")
     mcfg = dataclasses.replace(obj.model, num_classes=registry.num_classes)
-    with Checkpointer(ckpt_dir, best_metric="val_f1") as ckpt:
+    with Checkpointer(ckpt_dir) as ckpt:
         steps = ckpt.all_steps()
         if not steps:
             raise ModelLoadError(f"{ckpt_dir}: contains no checkpoint")
@@ -140,7 +139,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
             raise ModelLoadError(f"{ckpt_dir}: no checkpoint at step {step}; saved: {steps}")
         keys = ckpt.item_keys(step)
         tc = dataclasses.replace(obj.trainer, ema=obj.trainer.ema if "ema" in keys else 0.0)
-        _, _, target, _ = init_train_state(mcfg, tc)
+        model_def, _, target, rngs = init_train_state(mcfg, tc)
         target = {k: v for k, v in target.items() if k in keys}
         try:
             _, restored = ckpt.restore(target, step)
@@ -149,8 +148,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
                 f"{ckpt_dir / str(step)}: weights do not fit the model of {config_file} "
                 f"(model: {dataclasses.asdict(obj.model)}): {err}"
             ) from err
-    model = create_unet(mcfg, seed=0)
-    nnx.update(model, restored["model"])
+    model = nnx.merge(model_def, restored["model"], rngs)
     if "ema" in restored:
         nnx.update(model, restored["ema"])
     graphdef, state = nnx.split(model)
@@ -191,8 +189,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, *, step: int | None =
     OmegaConf.save(raw, out / "config.yaml")
     merged = nnx.merge(model.graphdef, model.state)
     state = {"model": nnx.state(merged, nnx.Not(nnx.RngState))}
-    with Checkpointer(run / "checkpoints", best_metric="val_f1") as src:
+    with Checkpointer(run / "checkpoints") as src:
         metrics = src.metrics(model.step)
-    with Checkpointer(out / "checkpoints", keep=1, best_metric="val_f1") as ckpt:
+    with Checkpointer(out / "checkpoints", keep=1) as ckpt:
         ckpt.save(model.step, state, metrics=metrics)
     return out

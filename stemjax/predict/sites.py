@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ def find_columns(
     values = img[rows, cols]
     order = np.argsort(-values, kind="stable")
     rows, cols = rows[order], cols[order]
-    from scipy.spatial import cKDTree
-
     pairs = cKDTree(np.stack([rows, cols], 1)).query_pairs(
         min_separation_A / pixel_size_A, output_type="ndarray"
     )
@@ -115,8 +114,6 @@ def assign_sublattices(
     names = sorted(brightness, key=brightness.get)  # (dim, bright)
     if len(pts) < 2:
         return np.full(len(pts), names[1], dtype=object)
-    from scipy.spatial import cKDTree
-
     lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
     pairs = cKDTree(pts).query_pairs(hi, output_type="ndarray")
     d = pts[pairs[:, 1]] - pts[pairs[:, 0]]
@@ -152,8 +149,6 @@ def complete_sites(site_pts, site_sub, defect_pts, defect_sub, snap_px: float):
     if len(defect_pts) == 0:
         return site_pts, site_sub
     if len(site_pts):
-        from scipy.spatial import cKDTree
-
         dist, _ = cKDTree(site_pts).query(defect_pts, k=1)
         missing = dist > snap_px
     else:

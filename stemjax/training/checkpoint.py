@@ -31,14 +31,15 @@ class Checkpointer:
 
     directory: where step folders go (created). keep: how many latest steps to keep.
     best_metric: key of the metrics dict that ranks checkpoints (higher is better, `best_mode`
-    'max'), kept in addition to the latest `keep`; None keeps only the latest.
+    'max'; default the trainer's validation F1), kept in addition to the latest `keep`; None
+    keeps only the latest.
     """
 
     def __init__(
         self,
         directory: str | Path,
         keep: int = 3,
-        best_metric: str | None = "f1",
+        best_metric: str | None = "val_f1",
         best_mode: str = "max",
     ):
         self.directory = Path(directory).absolute()

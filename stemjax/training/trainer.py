@@ -434,7 +434,7 @@ def train(
         return scalars
 
     # ---------------------------------------------------------------------------- resume ------
-    ckpt = Checkpointer(out / "checkpoints", keep=tc.keep_checkpoints, best_metric="val_f1")
+    ckpt = Checkpointer(out / "checkpoints", keep=tc.keep_checkpoints)
     start = 0
     if tc.resume and ckpt.latest_step() is not None:
         start, state = ckpt.restore(state)

@@ -70,6 +70,13 @@ def choose_defects(seed=0):
 CHOSEN, KIND, NAMES = choose_defects()
 
 
+def isolated_averages(*args, **kwargs):
+    """class_averages with the exclusion radius this fixture is built for: the crop radius
+    (6 Å; the function's default is 3 Å)."""
+    kwargs.setdefault("exclusion_radius_A", 6.0)
+    return class_averages(*args, **kwargs)
+
+
 def make_image(noise=NOISE, seed=0):
     amps = np.full(len(METAL), AMP["metal"])
     amps[CHOSEN] = [AMP[n] for n in NAMES]
@@ -133,25 +140,25 @@ def expected_count(name, kinds=("isolated",)):
 
 def test_counts_exclude_border_and_crowded_defects(noisy):
     assert expected_count("bright") >= 40 and expected_count("vac") >= 40
-    av = class_averages(noisy, defect_table())
+    av = isolated_averages(noisy, defect_table())
     assert list(av) == ["bright", "vac"]
     for name in av:
         assert av[name].count == expected_count(name)
         assert av[name].image.shape == (61, 61) and av[name].pixel_size_A == PS
     # pairs 3.3 Å apart are kept once the exclusion radius is below their spacing
-    av = class_averages(noisy, defect_table(), exclusion_radius_A=3.0, refine_iterations=0)
+    av = isolated_averages(noisy, defect_table(), exclusion_radius_A=3.0, refine_iterations=0)
     assert av["bright"].count == expected_count("bright", ("isolated", "pair"))
     # low scores are dropped
     table = defect_table()
     table.loc[np.flatnonzero((KIND == "isolated") & (NAMES == "vac"))[:5], "score"] = 0.1
-    av = class_averages(noisy, table, min_score=0.5)
+    av = isolated_averages(noisy, table, min_score=0.5)
     assert av["vac"].count == expected_count("vac") - 5
     assert av["bright"].count == expected_count("bright")
 
 
 @pytest.mark.parametrize("upsample", [1, 2])
 def test_noiseless_average_is_the_motif_at_subpixel_precision(clean, upsample):
-    av = class_averages(clean, defect_table(), upsample=upsample, refine_iterations=0)
+    av = isolated_averages(clean, defect_table(), upsample=upsample, refine_iterations=0)
     for name in ("bright", "vac"):
         ref = motif(name, PS / upsample)
         assert av[name].image.shape == ref.shape
@@ -162,7 +169,7 @@ def test_noiseless_average_is_the_motif_at_subpixel_precision(clean, upsample):
 
 @pytest.mark.parametrize("normalise", ["image", "crop"])
 def test_noisy_average_recovers_the_motif(noisy, normalise):
-    av = class_averages(noisy, defect_table(), normalise=normalise)
+    av = isolated_averages(noisy, defect_table(), normalise=normalise)
     for name in ("bright", "vac"):
         assert corr(av[name].image, motif(name)) > 0.95
     assert corr(av["bright"].image, motif("vac")) < corr(av["bright"].image, motif("bright"))
@@ -173,9 +180,9 @@ def test_noisy_average_recovers_the_motif(noisy, normalise):
 def test_averaging_reduces_noise_by_sqrt_n(noisy):
     table = defect_table()
     ref = motif("vac")
-    full = class_averages(noisy, table, refine_iterations=0)["vac"]
+    full = isolated_averages(noisy, table, refine_iterations=0)["vac"]
     subset = table[(KIND != "isolated") | (NAMES != "vac") | (np.arange(len(table)) % 8 == 1)]
-    part = class_averages(noisy, subset, refine_iterations=0)["vac"]
+    part = isolated_averages(noisy, subset, refine_iterations=0)["vac"]
     assert full.count >= 4 * part.count - 4
     r_full = np.sqrt(np.mean(fit_residual(full.image, ref)[0] ** 2))
     r_part = np.sqrt(np.mean(fit_residual(part.image, ref)[0] ** 2))
@@ -189,8 +196,8 @@ def test_refinement_recovers_position_errors(noisy):
     rng = np.random.default_rng(5)
     error = rng.uniform(-0.4, 0.4, size=(len(CHOSEN), 2))  # (x, y) px
     table = defect_table(error)
-    av0 = class_averages(noisy, table, refine_iterations=0)
-    av2 = class_averages(noisy, table, refine_iterations=2)
+    av0 = isolated_averages(noisy, table, refine_iterations=0)
+    av2 = isolated_averages(noisy, table, refine_iterations=2)
     for name in ("bright", "vac"):
         used = np.asarray(av2[name].index)
         true_shift = -error[used][:, ::-1]  # (dy, dx) that undoes the error
@@ -202,11 +209,11 @@ def test_refinement_recovers_position_errors(noisy):
 
 def test_defects_of_unknown_images_raise(noisy):
     with pytest.raises(ValueError, match="not in `images`"):
-        class_averages(noisy, defect_table().assign(image_id="other"))
+        isolated_averages(noisy, defect_table().assign(image_id="other"))
 
 
 def test_plot_class_averages(noisy, tmp_path):
-    av = class_averages(noisy, defect_table(), refine_iterations=0)
+    av = isolated_averages(noisy, defect_table(), refine_iterations=0)
     fig = plot_class_averages(av, classes=[("bright", "metal"), ("vac", "metal"), ("SV", "x")])
     assert len(fig.axes) == 3
     titles = [ax.get_title() for ax in fig.axes]

@@ -3,10 +3,9 @@
 Each notebook is a jupytext percent script; it runs in a subprocess from the repository root
 with STEMJAX_NOTEBOOK_SMALL=1 and writes its figures to a temporary folder. Notebook 02 needs
 a trained model: the shipped `experiments/wse2te/model` when present, else an untrained tiny
-U-Net in a run directory made like `tests/predict/conftest.py::make_run` does.
+U-Net in a run directory made by `tests/predict/predict_helpers.make_run`.
 """
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -18,28 +17,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "predict"))
+from predict_helpers import make_run  # noqa: E402
+
 NOTEBOOKS = REPO / "notebooks"
 SHIPPED_MODEL = REPO / "experiments" / "wse2te" / "model"
 TIMEOUT_S = 600
-
-
-def make_run(run, overrides=()):
-    """Run directory with an untrained tiny U-Net (copy of tests/predict/conftest.py)."""
-    from omegaconf import OmegaConf
-
-    from stemjax.specimen import DefectRegistry, to_specimen_config
-    from stemjax.training import Checkpointer, init_train_state, load_train_config
-
-    cfg = load_train_config(["+experiment=wse2te", "trainer=smoke", "trainer.ema=0.5", *overrides])
-    obj = OmegaConf.to_object(cfg)
-    registry = DefectRegistry.from_config(to_specimen_config(cfg.specimen))
-    mcfg = dataclasses.replace(obj.model, num_classes=registry.num_classes)
-    _, _, state, _ = init_train_state(mcfg, obj.trainer)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    with Checkpointer(run / "checkpoints", best_metric="val_f1") as ckpt:
-        ckpt.save(4, state, metrics={"val_f1": 0.5})
-    return run
 
 
 def run_notebook(name, out, **env_extra):

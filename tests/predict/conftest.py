@@ -1,26 +1,7 @@
 """Run directories with (untrained) tiny U-Nets, as `python -m stemjax.train` writes them."""
 
-import dataclasses
-
 import pytest
-from omegaconf import OmegaConf
-
-from stemjax.specimen import DefectRegistry, to_specimen_config
-from stemjax.training import Checkpointer, init_train_state, load_train_config
-
-
-def make_run(run, overrides=()):
-    cfg = load_train_config(["+experiment=wse2te", "trainer=smoke", "trainer.ema=0.5", *overrides])
-    obj = OmegaConf.to_object(cfg)
-    registry = DefectRegistry.from_config(to_specimen_config(cfg.specimen))
-    mcfg = dataclasses.replace(obj.model, num_classes=registry.num_classes)
-    _, _, state, _ = init_train_state(mcfg, obj.trainer)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    with Checkpointer(run / "checkpoints", best_metric="val_f1") as ckpt:
-        ckpt.save(4, state, metrics={"val_f1": 0.5})
-        ckpt.save(8, state, metrics={"val_f1": 0.25})
-    return run
+from predict_helpers import make_run
 
 
 @pytest.fixture(scope="session")

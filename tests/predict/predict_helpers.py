@@ -8,10 +8,14 @@ and offset-free, so it survives the resampling and normalisation predict applies
 class-map logits (disks of radius 2 px, peaked at the column). It has the interface predict uses.
 """
 
+import dataclasses
+
 import numpy as np
+from omegaconf import OmegaConf
 from scipy import ndimage
 
-from stemjax.specimen import DefectRegistry, load_specimen_config
+from stemjax.specimen import DefectRegistry, load_specimen_config, to_specimen_config
+from stemjax.training import Checkpointer, init_train_state, load_train_config
 
 A = 3.297
 
@@ -95,3 +99,19 @@ class FixtureModel:
                 out[b, r - 2 : r + 3, c - 2 : c + 3, :][disk] = 0.0
                 out[b, r - 2 : r + 3, c - 2 : c + 3, k][disk] = (20.0 - yy**2 - xx**2)[disk]
         return out
+
+
+def make_run(run, overrides=()):
+    """A run directory as `python -m stemjax.train` writes it, with an untrained tiny U-Net
+    (smoke config + overrides) saved at steps 4 (val_f1 0.5) and 8 (val_f1 0.25)."""
+    cfg = load_train_config(["+experiment=wse2te", "trainer=smoke", "trainer.ema=0.5", *overrides])
+    obj = OmegaConf.to_object(cfg)
+    registry = DefectRegistry.from_config(to_specimen_config(cfg.specimen))
+    mcfg = dataclasses.replace(obj.model, num_classes=registry.num_classes)
+    _, _, state, _ = init_train_state(mcfg, obj.trainer)
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    with Checkpointer(run / "checkpoints") as ckpt:
+        ckpt.save(4, state, metrics={"val_f1": 0.5})
+        ckpt.save(8, state, metrics={"val_f1": 0.25})
+    return run
