@@ -352,7 +352,11 @@ print(
 )
 names = maker.registry.names
 print("classes:", names)
-print(f"pixel size {maker.pixel_size} Å/px, dose {float(batch.dose[0]):.0f} e⁻/px")
+print(f"pixel size {maker.pixel_size} Å/px; image 0 drew:")
+print(
+    f"dose {float(batch.dose[0]):.0f} e⁻/px, defocus {float(batch.defocus[0]):+.1f} Å, "
+    f"source size σ {float(batch.source_size[0]):.3f} Å, |C12| {float(batch.c12[0]):.1f} Å"
+)
 
 # %% [markdown]
 # Left: the corrupted, normalised image the network sees. Middle: its target, the class of

@@ -62,7 +62,11 @@ class Batch:
     class map or (B, C, H, W) float32 heatmaps. points: (B, M, 2) label positions (row, col) in
     output px (row = axis 0 = x). classes: (B, M) int32 registry ids (0 = pristine site).
     sublattice: (B, M) int32. valid: (B, M) bool, the site is inside the output image.
-    clean: (B, H, W) warped clean signal (fraction of beam, no noise). dose: (B,) e⁻/px."""
+    clean: (B, H, W) warped clean signal (fraction of beam, no noise). dose: (B,) e⁻/px.
+
+    The image's microscope draw, for binning scores by it: defocus: (B,) Δf in Å (= −C10).
+    source_size: (B,) Gaussian source-size blur, 1σ in Å. c12: (B,) two-fold astigmatism
+    magnitude |C12| in Å."""
 
     images: jax.Array
     targets: jax.Array
@@ -72,6 +76,9 @@ class Batch:
     valid: jax.Array
     clean: jax.Array
     dose: jax.Array
+    defocus: jax.Array
+    source_size: jax.Array
+    c12: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +171,9 @@ class BatchMaker:
             valid=valid,
             clean=aux["clean_warped"],
             dose=jnp.asarray(aux["electrons_per_pixel"]),
+            defocus=-microscope.aberrations.C10,
+            source_size=microscope.source_size,
+            c12=jnp.abs(microscope.aberrations.C12),
         )
 
 

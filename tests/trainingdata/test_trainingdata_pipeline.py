@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from stemjax.config import load_config, to_runtime
+from stemjax.microscope_prior import sample_microscope
 from stemjax.trainingdata.pipeline import build_batch_maker
 
 
@@ -31,6 +32,19 @@ def test_batch_shapes_and_values(maker):
         painted = set(np.unique(np.asarray(batch.targets[i]))) - {0}
         labelled = set(np.asarray(batch.classes[i])[np.asarray(batch.valid[i])]) - {0}
         assert painted <= labelled
+
+
+def test_batch_records_the_microscope_draw(maker):
+    """defocus (Å, = −C10), source size (1σ, Å), |C12| (Å) and dose are each image's own draw."""
+    batch = jax.device_get(maker.make_batch(jax.random.key(0)))
+    keys = jax.random.split(jax.random.key(0), maker.data.batch_size)
+    for i, k in enumerate(keys):
+        mic, _ = sample_microscope(jax.random.split(k, 3)[1], maker.microscope_prior)
+        assert batch.defocus[i] == pytest.approx(-float(mic.aberrations.C10), abs=1e-5)
+        assert batch.source_size[i] == pytest.approx(float(mic.source_size), abs=1e-6)
+        assert batch.c12[i] == pytest.approx(abs(float(mic.aberrations.C12)), abs=1e-5)
+    assert len(set(np.round(batch.defocus, 4))) == maker.data.batch_size  # drawn per image
+    assert batch.dose.shape == batch.defocus.shape == batch.source_size.shape
 
 
 def test_jitted_once_and_deterministic(maker):
