@@ -1,0 +1,113 @@
+"""A calibration → a `conf/microscope/` prior centred on the fitted values.
+
+Widths: each fitted quantity gets std = max(3σ_fit, a floor for drift between the calibrated
+region and the rest of a session: 5 Å defocus, 3 Å or 20 % C12, 20 Å or 30 % C21, 0.05 Å source
+size, 10°/20° azimuths). Without odd aberrations an ADF image cannot tell (Δf, C12) from
+(−Δf, −C12); when the fit flags that ambiguity, the prior keeps both: defocus centred on 0 with
+std |Δf| + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the base config's
+dwell time (lognormal, ±25 %). Energy, convergence and detector angles, Cs and C23 are copied
+from the base config (they are not fitted).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from stemjax.microscope_prior import (
+    ELECTRONS_PER_PA_US,
+    MicroscopePrior,
+    conf_dir,
+)
+
+TWO_PI = 2.0 * math.pi
+
+
+def _uniform_azimuth(high=TWO_PI):
+    return {"low": 0.0, "high": high, "dist": "uniform"}
+
+
+def _azimuth(value, sigma, floor_deg):
+    return {
+        "mean": float(value),
+        "std": float(max(3 * sigma, math.radians(floor_deg))),
+        "low": None,
+        "high": None,
+        "dist": "normal",
+    }
+
+
+def microscope_config(calibration, *, base: str = "wse2te", name: str | None = None):
+    """DictConfig for `conf/microscope/` from a `Calibration` (checked against the schema)."""
+    base_path = conf_dir() / "microscope" / f"{base}.yaml"
+    if not base_path.is_file():
+        raise FileNotFoundError(f"base: no microscope config {base_path}")
+    cfg = OmegaConf.to_container(OmegaConf.load(base_path))
+    v, s = calibration.values, calibration.sigma
+    d, ds = calibration.derived, calibration.derived_sigma
+    name = name or f"{base}_calibrated"
+    cfg["name"] = name
+    cfg["description"] = (
+        f"calibrated from a {calibration.image.shape[0]}×{calibration.image.shape[1]} px "
+        f"region by stemjax.calibrate (reduced χ² {calibration.reduced_chi2:.2f}); base {base}"
+    )
+    cfg["pixel_size_angstrom"] = float(v["pixel_size_angstrom"])
+    if calibration.defocus_sign_ambiguous:
+        cfg["defocus_angstrom"] = {
+            "mean": 0.0,
+            "std": float(abs(v["defocus_angstrom"]) + 3 * s["defocus_angstrom"]),
+        }
+        cfg["phi12_rad"] = _uniform_azimuth()
+    else:
+        cfg["defocus_angstrom"] = {
+            "mean": float(v["defocus_angstrom"]),
+            "std": float(max(3 * s["defocus_angstrom"], 5.0)),
+        }
+        cfg["phi12_rad"] = _azimuth(d["phi12"], ds["phi12"], 10.0)
+    cfg["c12_angstrom"] = {
+        "mean": float(d["C12"]),
+        "std": float(max(3 * ds["C12"], 0.2 * d["C12"], 3.0)),
+    }
+    cfg["c21_angstrom"] = {
+        "mean": float(d["C21"]),
+        "std": float(max(3 * ds["C21"], 0.3 * d["C21"], 20.0)),
+    }
+    # an azimuth is only meaningful when the magnitude is resolved
+    if ds["C21"] < 0.5 * d["C21"]:
+        cfg["phi21_rad"] = _azimuth(d["phi21"], ds["phi21"], 20.0)
+    else:
+        cfg["phi21_rad"] = _uniform_azimuth()
+    cfg["source_size_angstrom"] = {
+        "mean": float(v["source_size_angstrom"]),
+        "std": float(max(3 * s["source_size_angstrom"], 0.05)),
+        "low": 0.0,
+    }
+    dwell = float(cfg["dwell_time_us"]["mean"])
+    current = float(v["dose_electrons_per_px"]) / (dwell * ELECTRONS_PER_PA_US)
+    cfg["probe_current_pa"] = {"mean": current, "std": 0.25 * current, "dist": "lognormal"}
+    out = OmegaConf.create(cfg)
+    MicroscopePrior.from_config(out, source=f"calibrated microscope {name!r}")  # schema check
+    return out
+
+
+def write_microscope_config(
+    calibration, path: str | Path | None = None, *, base="wse2te", name=None, overwrite=False
+) -> Path:
+    """Write the calibrated prior as YAML (default: conf/microscope/<name>.yaml) and return
+    the path; then `python -m stemjax.train +experiment=wse2te microscope=<name>` trains for it.
+    A file outside conf/ needs `hydra.searchpath=[file://<dir above microscope/>]`. An
+    existing file is kept unless `overwrite`.
+    """
+    cfg = microscope_config(calibration, base=base, name=name)
+    path = Path(path) if path else conf_dir() / "microscope" / f"{cfg.name}.yaml"
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True or another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Microscope prior calibrated by stemjax.calibrate from a micrograph; base {base}.\n"
+        "# Schema: stemjax.microscope_prior.MicroscopePriorConfig (units in field names).\n"
+    )
+    path.write_text(header + OmegaConf.to_yaml(cfg))
+    return path

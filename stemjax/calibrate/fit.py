@@ -1,0 +1,758 @@
+"""Fit lattice, probe, dose and detector to a micrograph through the differentiable simulator.
+
+`calibrate(image, pixel_size, specimen=..., microscope=...)`:
+
+1. Starting geometry from the Bragg spots (`lattice.estimate_lattice`); column responses of
+   the material at that pixel size; the two sublattice choices (rotation θ and θ + 60°) each
+   get an origin from the cross-correlation with the model and a short fit; the better wins.
+2. Adam (optax) on every parameter with a robust (Huber) likelihood: defect columns, which the
+   pristine-lattice model does not hold, pull less than quadratically.
+3. Outlier columns: sites whose pixels' mean squared standardised residual is far beyond the
+   noise are masked (radius `mask_radius` Å): the final likelihood ignores the defects.
+4. L-BFGS (optax) on the Gaussian (Poisson–Gaussian variance) negative log-likelihood of the
+   unmasked pixels, then the same from the mirrored even aberrations (−Δf, −C12): without odd
+   aberrations the ADF image cannot tell them apart, and the better of the two is kept (and
+   flagged when they are indistinguishable).
+5. Uncertainties from the inverse Hessian of the negative log-likelihood at the optimum (the
+   Cramér–Rao bound of the model; model error is not in it). Convergence is checked (Newton
+   decrement, positive-definite curvature, reduced χ², fraction of outlier columns); a fit that
+   fails raises `CalibrationError` saying which check failed.
+
+Everything runs in float64 (`jax.enable_x64`), jitted once per image shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from stemjax.calibrate.lattice import estimate_lattice
+from stemjax.calibrate.model import (
+    LOG_PARAMETERS,
+    PARAMETERS,
+    UNITS,
+    LatticeSetup,
+    build_setup,
+    column_responses,
+    expected_signal,
+    legendre_basis,
+    polar_aberrations,
+    site_pixels,
+)
+from stemjax.physics.adf import Microscope
+
+
+class CalibrationError(RuntimeError):
+    """The fit did not converge to a credible optimum; the message says which check failed."""
+
+
+#: Step scale of each parameter in the optimiser's unconstrained coordinates (natural units,
+#: or relative for log-scaled ones): Adam moves each by about its scale per unit of learning rate.
+SCALES = {
+    "origin_x_px": 0.05,
+    "origin_y_px": 0.05,
+    "rotation_rad": 1e-3,
+    "pixel_size_angstrom": 1e-3,
+    "stretch": 1e-3,
+    "shear": 1e-3,
+    "defocus_angstrom": 5.0,
+    "c12_x_angstrom": 5.0,
+    "c12_y_angstrom": 5.0,
+    "c21_x_angstrom": 50.0,
+    "c21_y_angstrom": 50.0,
+    "source_size_angstrom": 0.05,
+    "dose_electrons_per_px": 0.02,
+    "gain": 0.02,
+    "offset": 1.0,  # times the image's noise scale, set per image
+    "read_noise_electrons": 0.1,
+}
+BACKGROUND_SCALE = 1e-3
+"""Step scale of the background coefficients (fraction of the beam)."""
+AMPLITUDE_SCALE = 0.05
+"""Step scale of the outlier columns' amplitudes (relative to the pristine column)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """Knobs of `calibrate` (defaults suit 64–512 px regions at ~0.2 Å/px).
+
+    adam_steps / adam_lr: robust stage. lbfgs_steps: final stage (iterations). huber: robust
+    threshold in standardised residuals. outlier_sigma: a site is an outlier when its pixels'
+    mean z² exceeds 1 + outlier_sigma·√(2/n); each outlier gets a free amplitude in the final
+    fit. mask_radius: radius (Å) also masked around outliers (0: none, the amplitude models it).
+    site_radius: radius (Å) over which a site's residual is scored. max_reduced_chi2 /
+    max_outlier_fraction: convergence checks. background_order: Legendre degree (0: none).
+    """
+
+    adam_steps: int = 250
+    adam_lr: float = 0.3
+    lbfgs_steps: int = 200
+    huber: float = 3.0
+    outlier_sigma: float = 4.0
+    mask_radius: float = 0.0
+    site_radius: float = 0.8
+    max_reduced_chi2: float = 1.5
+    max_outlier_fraction: float = 0.4
+    background_order: int = 2
+    max_newton_decrement: float = 0.1
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Result of `calibrate`: fitted values with 1σ uncertainties and the fit's quality.
+
+    values / sigma: every `model.PARAMETERS` entry (units in `units`). derived: C12, φ12, C21,
+    φ21 (Å, rad), rotation in degrees, pixel sizes along the image axes (Å/px) and the angle
+    between the scan axes (deg), each with its sigma in `derived_sigma`. background: Legendre
+    coefficients (fraction of the beam). covariance: over `PARAMETERS` (physical units).
+    reduced_chi2: mean squared standardised residual over unmasked pixels (≈ 1 for a model
+    that fits the noise). outlier_sites: (K, 2) px of the columns the pristine lattice does not
+    fit (defects), each given a free amplitude (`outlier_amplitudes`, 1 = pristine) in the
+    final fit. mask: (H, W) pixels used in the final likelihood. image / model: observed and
+    fitted mean signal.
+    defocus_sign_ambiguous: the mirrored even aberrations fit as well (ΔNLL < 2).
+    """
+
+    values: dict[str, float]
+    sigma: dict[str, float]
+    derived: dict[str, float]
+    derived_sigma: dict[str, float]
+    background: np.ndarray
+    covariance: np.ndarray
+    reduced_chi2: float
+    nll_per_pixel: float
+    outlier_sites: np.ndarray
+    outlier_amplitudes: np.ndarray
+    mask: np.ndarray
+    image: np.ndarray
+    model: np.ndarray
+    variance: np.ndarray
+    defocus_sign_ambiguous: bool
+    mirror_delta_nll: float
+    newton_decrement: float
+    seconds: float
+    setup: LatticeSetup
+    units: dict[str, str] = dataclasses.field(default_factory=lambda: dict(UNITS))
+
+    @property
+    def residual(self) -> np.ndarray:
+        """Standardised residual (image − model) / √variance."""
+        return (self.image - self.model) / np.sqrt(self.variance)
+
+    def table(self):
+        """pandas DataFrame: parameter, value, sigma, unit (fitted and derived quantities)."""
+        import pandas as pd
+
+        rows = [(k, self.values[k], self.sigma[k], UNITS[k]) for k in PARAMETERS]
+        derived_units = {
+            "C12": "Å",
+            "phi12": "rad",
+            "C21": "Å",
+            "phi21": "rad",
+            "rotation_deg": "deg",
+            "pixel_size_x_angstrom": "Å/px",
+            "pixel_size_y_angstrom": "Å/px",
+            "scan_axes_angle_deg": "deg",
+        }
+        rows += [(k, v, self.derived_sigma[k], derived_units[k]) for k, v in self.derived.items()]
+        return pd.DataFrame(rows, columns=["parameter", "value", "sigma", "unit"])
+
+    def to_microscope_config(self, base: str = "wse2te", **kwargs):
+        """A `conf/microscope/` prior centred on this fit (see `stemjax.calibrate.export`)."""
+        from stemjax.calibrate.export import microscope_config
+
+        return microscope_config(self, base=base, **kwargs)
+
+    def plot(self):
+        """Figure: observed, fitted, standardised residual (outlier columns circled)."""
+        from stemjax.calibrate.plot import plot_calibration
+
+        return plot_calibration(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter vector ↔ physical values
+# ----------------------------------------------------------------------------------------------
+
+
+def _unpack(theta, start: dict, scales: dict, n_background: int):
+    """Physical values (dict) and background coefficients from the unconstrained vector
+    (entries after the background are outlier-column amplitudes, see `_amplitudes`)."""
+    values = {}
+    for i, name in enumerate(PARAMETERS):
+        if name in LOG_PARAMETERS:
+            values[name] = start[name] * jnp.exp(scales[name] * theta[i])
+        else:
+            values[name] = start[name] + scales[name] * theta[i]
+    values["source_size_angstrom"] = jnp.abs(values["source_size_angstrom"])
+    n = len(PARAMETERS)
+    background = start["background"] + BACKGROUND_SCALE * theta[n : n + n_background]
+    return values, background
+
+
+def _amplitudes(theta, n_sites: int, outlier_index, n_background: int):
+    """(M,) response factor of every site: 1, except the outlier columns' free amplitudes."""
+    free = 1.0 + AMPLITUDE_SCALE * theta[len(PARAMETERS) + n_background :]
+    return jnp.ones(n_sites, theta.dtype).at[outlier_index].set(free)
+
+
+def _physical_vector(theta, start, scales, n_background):
+    values, background = _unpack(theta, start, scales, n_background)
+    amps = 1.0 + AMPLITUDE_SCALE * theta[len(PARAMETERS) + n_background :]
+    return jnp.concatenate([jnp.stack([values[k] for k in PARAMETERS]), background, amps])
+
+
+# ----------------------------------------------------------------------------------------------
+# Likelihood
+# ----------------------------------------------------------------------------------------------
+
+
+def _huber(z2, delta):
+    """Huber ρ of z with z² given: z²/2 inside |z| ≤ δ, δ|z| − δ²/2 outside."""
+    z = jnp.sqrt(z2 + 1e-30)
+    return jnp.where(z <= delta, 0.5 * z2, delta * z - 0.5 * delta**2)
+
+
+def _make_objectives(setup: LatticeSetup, image, scales, n_background, huber, outliers=()):
+    basis = jnp.asarray(legendre_basis(setup.image_shape, setup.background_order))[:n_background]
+    y = jnp.asarray(image)
+    outlier_index = jnp.asarray(np.asarray(outliers, np.int32))
+    n_sites = len(setup.site_xy)
+
+    def model(theta, start):
+        values, background = _unpack(theta, start, scales, n_background)
+        amplitude = _amplitudes(theta, n_sites, outlier_index, n_background)
+        return expected_signal(values, background, setup, basis, site_amplitude=amplitude)
+
+    def nll_terms(theta, start, robust):
+        mean, var = model(theta, start)
+        var = jnp.maximum(var, 1e-12)
+        z2 = (y - mean) ** 2 / var
+        rho = jnp.where(robust, _huber(z2, huber), 0.5 * z2)
+        return rho + 0.5 * jnp.log(var), z2
+
+    def loss(theta, start, mask, robust):
+        terms, _ = nll_terms(theta, start, robust)
+        return jnp.sum(jnp.where(mask, terms, 0.0)) / jnp.sum(mask)
+
+    def total_nll(theta, start, mask):
+        terms, _ = nll_terms(theta, start, False)
+        return jnp.sum(jnp.where(mask, terms, 0.0))
+
+    return (
+        jax.jit(model),
+        jax.jit(lambda t, s: nll_terms(t, s, False)[1]),
+        jax.jit(jax.value_and_grad(loss), static_argnums=3),
+        jax.jit(loss, static_argnums=3),
+        jax.jit(total_nll),
+        jax.jit(jax.hessian(total_nll)),
+        jax.jit(jax.grad(total_nll)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------------
+
+
+def _adam(value_and_grad, theta, start, mask, steps, lr, robust, frozen=None):
+    schedule = optax.cosine_decay_schedule(lr, steps, alpha=0.05)
+    opt = optax.adam(schedule)
+    state = opt.init(theta)
+    keep = None if frozen is None else jnp.asarray(~frozen, theta.dtype)
+
+    @jax.jit
+    def step(theta, state):
+        value, grad = value_and_grad(theta, start, mask, robust)
+        if keep is not None:
+            grad = grad * keep
+        updates, state = opt.update(grad, state, theta)
+        return optax.apply_updates(theta, updates), state, value
+
+    value = None
+    for _ in range(int(steps)):
+        theta, state, value = step(theta, state)
+    return theta, float(value)
+
+
+def _lbfgs(loss_fn, theta, start, mask, steps):
+    opt = optax.lbfgs()
+    fn = lambda t: loss_fn(t, start, mask, False)  # noqa: E731
+    value_and_grad = optax.value_and_grad_from_state(fn)
+
+    @jax.jit
+    def step(theta, state):
+        value, grad = value_and_grad(theta, state=state)
+        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=fn)
+        return optax.apply_updates(theta, updates), state, value, grad
+
+    state = opt.init(theta)
+    n = float(jnp.sum(mask))
+    history = []
+    for _ in range(int(steps)):
+        theta, state, value, _ = step(theta, state)
+        history.append(float(value))
+        # stop when the total NLL has changed by < 1e-4 over the last 5 iterations
+        if len(history) > 5 and abs(history[-6] - history[-1]) * n < 1e-4:
+            break
+    return theta, float(fn(theta))
+
+
+def _cross_correlation_origin(image, template) -> np.ndarray:
+    """Shift (px) that best aligns `template` with `image` (periodic cross-correlation)."""
+    a = np.asarray(image, np.float64) - np.mean(image)
+    b = np.asarray(template, np.float64) - np.mean(template)
+    cc = np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))).real
+    i, j = np.unravel_index(np.argmax(cc), cc.shape)
+    shift = np.array([i, j], np.float64)
+    shape = np.array(cc.shape)
+    return np.where(shift > shape / 2, shift - shape, shift)
+
+
+def _linear_intensity(image, signal) -> tuple[float, float, float]:
+    """(gain·dose, offset, gain) from least squares of image on the model signal, and the
+    gain from the Poisson law var ≈ gain·(mean − offset) + const of the residual."""
+    a = np.stack([signal.ravel(), np.ones(signal.size)], 1)
+    coef, *_ = np.linalg.lstsq(a, image.ravel(), rcond=None)
+    scale, offset = float(coef[0]), float(coef[1])
+    fitted = a @ coef
+    resid2 = (image.ravel() - fitted) ** 2
+    b = np.stack([fitted - offset, np.ones(signal.size)], 1)
+    gcoef, *_ = np.linalg.lstsq(b, resid2, rcond=None)
+    gain = float(gcoef[0]) if gcoef[0] > 0 else max(float(np.var(image)) / max(scale, 1e-12), 1e-6)
+    return scale, offset, gain
+
+
+def _outlier_sites(z2, uv, setup: LatticeSetup, pixel_size, options: FitOptions):
+    """Indices of the columns whose residual is beyond the noise, the pixel mask around them
+    (`mask_radius`, 0 = none), and the number of columns scored.
+
+    A column is scored on the pixels within `site_radius` of it (columns just outside the
+    image too, on the pixels they have inside): outlier when the mean z² exceeds
+    1 + outlier_sigma·√(2/n).
+    """
+    h, w = setup.image_shape
+    rr, cc = np.mgrid[0:h, 0:w]
+    r_site = options.site_radius / pixel_size
+    r_mask = options.mask_radius / pixel_size
+    reach = max(r_site, r_mask)
+    near = np.all((uv >= -r_site) & (uv <= np.array([h - 1, w - 1]) + r_site), axis=1)
+    out, mask, scored = [], np.ones((h, w), bool), 0
+    for i in np.flatnonzero(near):
+        u = uv[i]
+        lo = np.maximum(np.floor(u - reach).astype(int), 0)
+        hi = np.minimum(np.ceil(u + reach).astype(int) + 1, [h, w])
+        if np.any(hi <= lo):
+            continue
+        sub_r = rr[lo[0] : hi[0], lo[1] : hi[1]]
+        sub_c = cc[lo[0] : hi[0], lo[1] : hi[1]]
+        d2 = (sub_r - u[0]) ** 2 + (sub_c - u[1]) ** 2
+        core = d2 <= r_site**2
+        n = int(core.sum())
+        if n < 3:
+            continue
+        scored += 1
+        score = float(z2[lo[0] : hi[0], lo[1] : hi[1]][core].mean())
+        if score > 1.0 + options.outlier_sigma * math.sqrt(2.0 / n):
+            out.append(i)
+            if r_mask > 0:
+                mask[lo[0] : hi[0], lo[1] : hi[1]] &= d2 > r_mask**2
+    return np.asarray(out, np.int64), mask, scored
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_image(image, pixel_size):
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise ValueError(f"image: expected a 2-D micrograph region, got shape {arr.shape}")
+    if min(arr.shape) < 32:
+        raise ValueError(f"image: expected at least 32 × 32 px, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(
+            f"image: {int(np.sum(~np.isfinite(arr)))} NaN/inf pixel(s); crop or fill them first"
+        )
+    if not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(
+            f"pixel_size: expected a positive nominal pixel size in Å, got {pixel_size}"
+        )
+    return arr.astype(np.float64)
+
+
+def _resolve_inputs(image, pixel_size, specimen, microscope):
+    from stemjax.io import Micrograph, read_micrograph
+    from stemjax.microscope_prior import MicroscopePrior, load_microscope_prior
+    from stemjax.specimen import load_specimen_config
+
+    if isinstance(image, str) or hasattr(image, "__fspath__"):
+        image = read_micrograph(image, pixel_size_A=pixel_size)
+    if isinstance(image, Micrograph):
+        pixel_size = image.pixel_size_A if pixel_size is None else pixel_size
+        image = image.image
+    if pixel_size is None:
+        raise ValueError("pixel_size: give the nominal pixel size in Å (the fit refines it)")
+    if isinstance(specimen, str):
+        specimen = load_specimen_config(specimen)
+    if isinstance(microscope, str):
+        microscope = load_microscope_prior(microscope)
+    if isinstance(microscope, MicroscopePrior):
+        microscope = nominal_microscope(microscope)
+    if not isinstance(microscope, Microscope):
+        raise TypeError(
+            "microscope: expected a conf/microscope name, a MicroscopePrior or a Microscope, got "
+            f"{type(microscope).__name__}"
+        )
+    return _check_image(image, float(pixel_size)), float(pixel_size), specimen, microscope
+
+
+def nominal_microscope(prior) -> Microscope:
+    """The prior's mean microscope (Python floats): fixed energy, angles, Cs, C23 at their means.
+
+    The fit replaces C10, C12, φ12, C21, φ21 and the source size; Cs and C23 stay at the means
+    (their effect on an 80–300 kV ADF image at ≤ 30 mrad is far below the other terms').
+    """
+    from stemjax.physics.probe import Aberrations
+
+    mean = lambda name: float(getattr(prior, name).mean)  # noqa: E731
+    return Microscope(
+        energy=mean("energy_ev"),
+        semiangle_cutoff=mean("semiangle_mrad"),
+        detector_inner=mean("detector_inner_mrad"),
+        detector_outer=mean("detector_outer_mrad"),
+        aberrations=Aberrations(
+            C10=-mean("defocus_angstrom"),
+            C12=mean("c12_angstrom"),
+            C21=mean("c21_angstrom"),
+            C23=mean("c23_angstrom"),
+            C30=mean("cs_angstrom"),
+        ),
+        focal_spread=mean("focal_spread_angstrom"),
+        source_size=mean("source_size_angstrom"),
+        aperture_rolloff=mean("aperture_rolloff_mrad"),
+    )
+
+
+def calibrate(
+    image,
+    pixel_size: float | None = None,
+    *,
+    specimen="wse2te",
+    microscope="wse2te",
+    initial: dict | None = None,
+    responses=None,
+    options: FitOptions | None = None,
+    frozen_phonons: int = 4,
+    oversampling: int | None = None,
+    strict: bool = True,
+    verbose: bool = False,
+) -> Calibration:
+    """Fit the lattice and microscope to a micrograph region of a known material.
+
+    image: 2-D array (detector units, not normalised: the noise model needs raw counts up to a
+    gain and offset), a `stemjax.io.Micrograph` or a file path (.dm3/.dm4/.emd/.tif/.npy).
+    pixel_size: nominal Å/px (from the file if omitted). specimen: conf/specimen name or
+    SpecimenConfig (lattice constant, columns). microscope: conf/microscope name, MicroscopePrior
+    (its mean) or Microscope: energy, angles and the aberrations that are not fitted.
+    initial: optional starting values (e.g. {"rotation_rad": 0.3}); given geometry skips the
+    Bragg-spot estimate for those entries. responses: precomputed column responses (from
+    `model.column_responses`) to reuse across images of one session. frozen_phonons /
+    oversampling: accuracy of the column responses. strict: raise CalibrationError when the
+    fit fails its checks (else return the result with the failed check in a warning).
+    """
+    t0 = time.perf_counter()
+    options = options or FitOptions()
+    image, p0, specimen, microscope = _resolve_inputs(image, pixel_size, specimen, microscope)
+    initial = dict(initial or {})
+    unknown = sorted(set(initial) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"initial: unknown parameter(s) {unknown}; expected some of {PARAMETERS}")
+    with jax.enable_x64(True):
+        return _calibrate(
+            image, p0, specimen, microscope, initial, responses, options,
+            frozen_phonons, oversampling, strict, verbose, t0,
+        )  # fmt: skip
+
+
+_T0 = [0.0]
+
+
+def _log(verbose, msg):
+    if verbose:
+        print(f"[calibrate {time.perf_counter() - _T0[0]:6.1f} s] {msg}", flush=True)
+
+
+def _calibrate(image, p0, specimen, microscope, initial, responses, options, frozen_phonons,
+               oversampling, strict, verbose, t0):  # fmt: skip
+    _T0[0] = t0
+    geometry_keys = ("pixel_size_angstrom", "rotation_rad", "stretch", "shear")
+    geom = {"pixel_size_angstrom": p0, "rotation_rad": 0.0, "stretch": 0.0, "shear": 0.0}
+    if not all(k in initial for k in ("pixel_size_angstrom", "rotation_rad")):
+        geom.update(estimate_lattice(image, p0, float(specimen.a)))
+        _log(verbose, f"Bragg spots: {geom}")
+    geom.update({k: float(initial[k]) for k in geometry_keys if k in initial})
+    if responses is None:
+        responses, _ = column_responses(
+            specimen,
+            microscope,
+            geom["pixel_size_angstrom"],
+            frozen_phonons=frozen_phonons,
+            oversampling=oversampling,
+        )
+        _log(verbose, f"column responses at {geom['pixel_size_angstrom']:.4f} Å/px")
+    setup = build_setup(
+        specimen,
+        responses,
+        microscope,
+        image.shape,
+        max_pixel_size=1.15 * max(geom["pixel_size_angstrom"], p0),
+        background_order=options.background_order,
+    )
+    n_bg = setup.num_background
+    noise_scale = float(np.std(image - np.roll(image, 1, 0))) / math.sqrt(2.0) + 1e-12
+    scales = dict(SCALES, offset=noise_scale)
+    mask_all = jnp.ones(image.shape, bool)
+
+    base = {
+        "origin_x_px": 0.5 * (image.shape[0] - 1),
+        "origin_y_px": 0.5 * (image.shape[1] - 1),
+        "defocus_angstrom": -float(microscope.aberrations.C10),
+        "c12_x_angstrom": 0.0,
+        "c12_y_angstrom": 0.0,
+        "c21_x_angstrom": 0.0,
+        "c21_y_angstrom": 0.0,
+        "source_size_angstrom": float(microscope.source_size),
+        "dose_electrons_per_px": 1.0,
+        "gain": 1.0,
+        "offset": 0.0,
+        "read_noise_electrons": 1.0,
+        **geom,
+    }
+    base.update({k: float(v) for k, v in initial.items()})
+    if base["defocus_angstrom"] == 0.0 and "defocus_angstrom" not in initial:
+        base["defocus_angstrom"] = 3.0  # off the symmetric point, where ∂I/∂Δf = 0
+    base["source_size_angstrom"] = max(base["source_size_angstrom"], 0.1)
+
+    theta0 = jnp.zeros(len(PARAMETERS) + n_bg)
+    fns = _make_objectives(setup, image, scales, n_bg, options.huber)
+    model_fn, z2_fn, value_and_grad, loss_fn, total_nll, hessian_fn, grad_fn = fns
+
+    def start_dict(values):
+        d = {k: jnp.asarray(values[k], jnp.float64) for k in PARAMETERS}
+        d["background"] = jnp.zeros(n_bg)
+        return d
+
+    def init_intensity(values):
+        """Origin by cross-correlation, then dose·gain, offset, gain, read noise by regression."""
+        values = dict(values)
+        values.update(dose_electrons_per_px=1.0, gain=1.0, offset=0.0, read_noise_electrons=0.0)
+        start = start_dict(values)
+        signal = np.asarray(model_fn(theta0, start)[0])
+        if "origin_x_px" not in initial:
+            shift = _cross_correlation_origin(image, signal)
+            values["origin_x_px"] += shift[0]
+            values["origin_y_px"] += shift[1]
+            signal = np.asarray(model_fn(theta0, start_dict(values))[0])
+        scale, offset, gain = _linear_intensity(image, signal)
+        values.update(
+            gain=max(gain, 1e-6),
+            dose_electrons_per_px=max(scale / max(gain, 1e-6), 1e-6),
+            offset=offset,
+            read_noise_electrons=1.0,
+        )
+        return values
+
+    # --- sublattice choice: θ and θ + 60° (metal and chalcogen columns swapped). Each gets the
+    # full robust fit; the swapped lattice can only mimic the other with a strongly aberrated
+    # probe, so it ends with the higher loss ------------------------------------------------
+    candidates = []
+    turns = (0.0,) if "rotation_rad" in initial else (0.0, math.pi / 3)
+    for turn in turns:
+        values = init_intensity(dict(base, rotation_rad=base["rotation_rad"] + turn))
+        start = start_dict(values)
+        theta, value = _adam(value_and_grad, theta0, start, mask_all, options.adam_steps,
+                             options.adam_lr, True)  # fmt: skip
+        candidates.append((value, turn, theta, start))
+        _log(verbose, f"robust Adam, lattice θ+{math.degrees(turn):.0f}°: loss {value:.5f}")
+    value, turn, theta, start = min(candidates, key=lambda c: c[0])
+
+    # --- outlier columns ---------------------------------------------------------------------
+    values, _ = _unpack(theta, start, scales, n_bg)
+    uv = np.asarray(site_pixels(values, setup))
+    z2 = np.asarray(z2_fn(theta, start))
+    outlier_index, mask_np, n_sites = _outlier_sites(
+        z2, uv, setup, float(values["pixel_size_angstrom"]), options
+    )
+    outliers = uv[outlier_index]
+    mask = jnp.asarray(mask_np)
+    _log(verbose, f"{len(outlier_index)} of {n_sites} columns are outliers (free amplitudes)")
+
+    # --- final Gaussian likelihood with a free amplitude per outlier column (L-BFGS); the
+    # outliers are re-scored on the new residual until the set stops growing (≤ 3 rounds) ------
+    theta = jnp.concatenate([theta, jnp.zeros(len(outlier_index))])
+    for _round in range(3):
+        fns = _make_objectives(setup, image, scales, n_bg, options.huber, outlier_index)
+        model_fn, z2_fn, value_and_grad, loss_fn, total_nll, hessian_fn, grad_fn = fns
+        theta, value = _lbfgs(loss_fn, theta, start, mask, options.lbfgs_steps)
+        values, _ = _unpack(theta, start, scales, n_bg)
+        uv = np.asarray(site_pixels(values, setup))
+        new, mask_new, n_sites = _outlier_sites(
+            np.asarray(z2_fn(theta, start)), uv, setup, float(values["pixel_size_angstrom"]),
+            options,
+        )  # fmt: skip
+        added = np.setdiff1d(new, outlier_index)
+        _log(verbose, f"L-BFGS: loss {value:.6f}; {len(added)} more outlier column(s)")
+        if not len(added):
+            break
+        outlier_index = np.concatenate([outlier_index, added])
+        mask_np = mask_np & mask_new
+        mask = jnp.asarray(mask_np)
+        theta = jnp.concatenate([theta, jnp.zeros(len(added))])
+    outliers = uv[outlier_index]
+
+    # --- the defocus–astigmatism ambiguity: restart from the mirrored even aberrations and
+    # from the defocus on the other side of focus; keep the best --------------------------------
+    n_used = float(mask_np.sum())
+    v_now, _ = _unpack(theta, start, scales, n_bg)
+    starts = {
+        "mirrored (−Δf, −C12)": {"defocus_angstrom": -1, "c12_x_angstrom": -1,
+                                 "c12_y_angstrom": -1},
+        "other side of focus (−Δf)": {"defocus_angstrom": -1},
+    }  # fmt: skip
+    ambiguous_delta = np.inf
+    for label, flips in starts.items():
+        alt = np.array(theta)
+        for name, sign in flips.items():
+            i = PARAMETERS.index(name)
+            alt[i] = (sign * float(v_now[name]) - float(start[name])) / scales[name]
+        theta_a, value_a = _lbfgs(loss_fn, jnp.asarray(alt), start, mask, options.lbfgs_steps)
+        delta = (value_a - value) * n_used
+        _log(verbose, f"restart from {label}: ΔNLL {delta:+.2f}")
+        if label.startswith("mirrored"):
+            ambiguous_delta = delta
+        if value_a < value:
+            theta, value = theta_a, value_a
+    delta = float(ambiguous_delta)
+    ambiguous = abs(delta) < 2.0
+
+    # --- curvature, uncertainties, checks ------------------------------------------------------
+    hess = np.asarray(hessian_fn(theta, start, mask))
+    grad = np.asarray(grad_fn(theta, start, mask))
+    problems = []
+    try:
+        eig = np.linalg.eigvalsh(hess)
+        if eig.min() <= 0:
+            problems.append(
+                f"the likelihood's curvature is not positive definite (smallest eigenvalue "
+                f"{eig.min():.3g}): a parameter is not determined by this image"
+            )
+        cov_theta = np.linalg.pinv(hess)
+    except np.linalg.LinAlgError:
+        cov_theta = np.full(hess.shape, np.nan)
+        problems.append("the likelihood's curvature could not be inverted")
+    decrement = float(grad @ cov_theta @ grad)
+    if not decrement < options.max_newton_decrement:
+        problems.append(
+            f"not at an optimum: Newton decrement {decrement:.3g} (the likelihood could still "
+            f"drop by ~{decrement / 2:.3g}); more lbfgs_steps or a better start"
+        )
+    jac = np.asarray(jax.jacobian(_physical_vector)(theta, start, scales, n_bg))
+    cov = jac @ cov_theta @ jac.T
+    phys = np.asarray(_physical_vector(theta, start, scales, n_bg))
+    values = {k: float(phys[i]) for i, k in enumerate(PARAMETERS)}
+    sigma = {k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(PARAMETERS)}
+    mean, var = (np.asarray(a) for a in model_fn(theta, start))
+    z2 = (image - mean) ** 2 / var
+    reduced = float(z2[mask_np].mean())
+    if reduced > options.max_reduced_chi2:
+        problems.append(
+            f"the model does not fit the image: reduced χ² {reduced:.2f} > "
+            f"{options.max_reduced_chi2} (wrong material, pixel size far off, a bad start, or "
+            "strong non-affine scan distortion)"
+        )
+    fraction = len(outlier_index) / max(n_sites, 1)
+    if fraction > options.max_outlier_fraction:
+        problems.append(
+            f"{fraction:.0%} of the columns disagree with the fitted lattice (limit "
+            f"{options.max_outlier_fraction:.0%}): the lattice is probably misregistered"
+        )
+    derived, derived_sigma = _derived(phys, cov)
+    result = Calibration(
+        values=values,
+        sigma=sigma,
+        derived=derived,
+        derived_sigma=derived_sigma,
+        background=phys[len(PARAMETERS) : len(PARAMETERS) + n_bg],
+        outlier_amplitudes=phys[len(PARAMETERS) + n_bg :],
+        covariance=cov[: len(PARAMETERS), : len(PARAMETERS)],
+        reduced_chi2=reduced,
+        nll_per_pixel=float(value),
+        outlier_sites=outliers,
+        mask=mask_np,
+        image=image,
+        model=mean,
+        variance=var,
+        defocus_sign_ambiguous=bool(ambiguous),
+        mirror_delta_nll=float(delta),
+        newton_decrement=decrement,
+        seconds=time.perf_counter() - t0,
+        setup=setup,
+    )
+    if problems:
+        message = "calibration did not converge: " + "; ".join(problems)
+        if strict:
+            raise CalibrationError(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=3)
+    return result
+
+
+def _derived(phys: np.ndarray, cov: np.ndarray):
+    """Derived quantities and their 1σ by the delta method (Jacobian of the map)."""
+    n = len(PARAMETERS)
+
+    def fn(v):
+        d = dict(zip(PARAMETERS, v[:n], strict=True))
+        m = _matrix_np(d)
+        minv = jnp.linalg.inv(m)  # px → Å
+        ax0, ax1 = minv[:, 0], minv[:, 1]
+        c12 = jnp.sqrt(d["c12_x_angstrom"] ** 2 + d["c12_y_angstrom"] ** 2 + 1e-30)
+        c21 = jnp.sqrt(d["c21_x_angstrom"] ** 2 + d["c21_y_angstrom"] ** 2 + 1e-30)
+        cosang = jnp.dot(ax0, ax1) / (jnp.linalg.norm(ax0) * jnp.linalg.norm(ax1))
+        return jnp.stack([
+            c12,
+            jnp.arctan2(d["c12_y_angstrom"], d["c12_x_angstrom"]) / 2,
+            c21,
+            jnp.arctan2(d["c21_y_angstrom"], d["c21_x_angstrom"]),
+            jnp.rad2deg(d["rotation_rad"]),
+            jnp.linalg.norm(ax0),
+            jnp.linalg.norm(ax1),
+            jnp.rad2deg(jnp.arccos(cosang)),
+        ])  # fmt: skip
+
+    names = ("C12", "phi12", "C21", "phi21", "rotation_deg", "pixel_size_x_angstrom",
+             "pixel_size_y_angstrom", "scan_axes_angle_deg")  # fmt: skip
+    v = jnp.asarray(phys)
+    out = np.array(fn(v))
+    jac = np.asarray(jax.jacobian(fn)(v))[:, :n]
+    dcov = jac @ cov[:n, :n] @ jac.T
+    polar = polar_aberrations(dict(zip(PARAMETERS, phys[:n], strict=True)))
+    out[1], out[3] = polar["phi12"], polar["phi21"]
+    derived = {k: float(x) for k, x in zip(names, out, strict=True)}
+    sig = {k: float(math.sqrt(max(dcov[i, i], 0.0))) for i, k in enumerate(names)}
+    return derived, sig
+
+
+def _matrix_np(d):
+    from stemjax.calibrate.model import lattice_matrix
+
+    return lattice_matrix(d)
