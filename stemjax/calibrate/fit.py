@@ -82,7 +82,8 @@ AMPLITUDE_SCALE = 0.05
 class FitOptions:
     """Knobs of `calibrate` (defaults suit 64–512 px regions at ~0.2 Å/px).
 
-    adam_steps / adam_lr: robust stage. lbfgs_steps: final stage (iterations). huber: robust
+    candidate_steps: robust fit of each sublattice choice (coma held at 0). adam_steps /
+    adam_lr: robust stage of the winner. lbfgs_steps: final stage (iterations). huber: robust
     threshold in standardised residuals. outlier_sigma: a site is an outlier when its pixels'
     mean z² exceeds 1 + outlier_sigma·√(2/n); each outlier gets a free amplitude in the final
     fit. mask_radius: radius (Å) also masked around outliers (0: none, the amplitude models it).
@@ -90,7 +91,8 @@ class FitOptions:
     max_outlier_fraction: convergence checks. background_order: Legendre degree (0: none).
     """
 
-    adam_steps: int = 250
+    candidate_steps: int = 150
+    adam_steps: int = 200
     adam_lr: float = 0.3
     lbfgs_steps: int = 200
     huber: float = 3.0
@@ -570,19 +572,24 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         )
         return values
 
-    # --- sublattice choice: θ and θ + 60° (metal and chalcogen columns swapped). Each gets the
-    # full robust fit; the swapped lattice can only mimic the other with a strongly aberrated
-    # probe, so it ends with the higher loss ------------------------------------------------
+    # --- sublattice choice: θ and θ + 60° (metal and chalcogen columns swapped), each fitted
+    # robustly with the coma held at 0: an odd aberration skews every column and could make
+    # the swapped lattice mimic the true one. The better one continues with everything free ----
+    frozen_coma = np.zeros(len(PARAMETERS) + n_bg, bool)
+    frozen_coma[[PARAMETERS.index("c21_x_angstrom"), PARAMETERS.index("c21_y_angstrom")]] = True
     candidates = []
     turns = (0.0,) if "rotation_rad" in initial else (0.0, math.pi / 3)
     for turn in turns:
         values = init_intensity(dict(base, rotation_rad=base["rotation_rad"] + turn))
         start = start_dict(values)
-        theta, value = _adam(value_and_grad, theta0, start, mask_all, options.adam_steps,
-                             options.adam_lr, True)  # fmt: skip
+        theta, value = _adam(value_and_grad, theta0, start, mask_all, options.candidate_steps,
+                             options.adam_lr, True, frozen=frozen_coma)  # fmt: skip
         candidates.append((value, turn, theta, start))
-        _log(verbose, f"robust Adam, lattice θ+{math.degrees(turn):.0f}°: loss {value:.5f}")
+        _log(verbose, f"lattice θ+{math.degrees(turn):.0f}° (no coma): robust loss {value:.5f}")
     value, turn, theta, start = min(candidates, key=lambda c: c[0])
+    theta, value = _adam(value_and_grad, theta, start, mask_all, options.adam_steps,
+                         options.adam_lr, True)  # fmt: skip
+    _log(verbose, f"robust Adam, all parameters: loss {value:.5f}")
 
     # --- outlier columns ---------------------------------------------------------------------
     values, _ = _unpack(theta, start, scales, n_bg)

@@ -86,7 +86,7 @@ def estimate_lattice(
         spots.append(q)
         heights.append(height)
     background = np.median(spec[ring])
-    if min(heights) < 20.0 * background:
+    if min(heights) < 8.0 * background:
         raise LatticeNotFound(
             f"no six-fold set of lattice spots near {q0:.4f} cycles/px (a = {a} Å at "
             f"{pixel_size} Å/px): weakest spot only {min(heights) / background:.1f}× the ring's "

@@ -105,7 +105,8 @@ def refine_columns(
     any units (scale and offset are fitted). pixel_size: Å/px of the average. defect: class
     name (e.g. "SV"). probe: fitted values from a `Calibration` (`cal.values`: Δf, C12, C21,
     source size, stretch, shear); default the microscope's nominal probe. rotation_rad: lattice
-    rotation of the average (default: from its Bragg spots, `estimate_lattice`).
+    rotation of the average (default: from its Bragg spots, `estimate_lattice`, trying the six
+    60° alternatives). responses: from `column_responses(..., classes=(defect,))`.
     """
     from stemjax.calibrate.fit import _resolve_inputs
     from stemjax.calibrate.lattice import estimate_lattice
@@ -131,6 +132,7 @@ def refine_columns(
         free = np.flatnonzero((dist <= radius) & (np.arange(len(xy)) != centre_site))
         site_class = np.zeros(len(xy), np.int32)
         site_class[centre_site] = 1
+        turns = (0,) if rotation_rad is not None else range(6)
         if rotation_rad is None:
             rotation_rad = estimate_lattice(img, px, float(specimen.a))["rotation_rad"]
         base = {
@@ -192,7 +194,7 @@ def refine_columns(
                                                 setup, site_class=cls))  # fmt: skip
         scale0 = float(np.abs(probe_signal).max()) or 1.0
         best = None
-        for k in range(6):
+        for k in turns:
             rot0 = float(rotation_rad) + k * math.pi / 3
             theta = start_theta(rot0)
             theta = _adam_then_lbfgs(lambda t, r=rot0: nll(t, r) / y.size, theta, 150, 0)
