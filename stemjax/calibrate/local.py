@@ -98,6 +98,7 @@ def refine_columns(
     responses=None,
     frozen_phonons: int = 4,
     oversampling: int | None = None,
+    steps: tuple[int, int] = (300, 300),
 ) -> ColumnRefinement:
     """Displacements (pm) of the columns within `radius` Å of a defect in its class average.
 
@@ -106,7 +107,8 @@ def refine_columns(
     name (e.g. "SV"). probe: fitted values from a `Calibration` (`cal.values`: Δf, C12, C21,
     source size, stretch, shear); default the microscope's nominal probe. rotation_rad: lattice
     rotation of the average (default: from its Bragg spots, `estimate_lattice`, trying the six
-    60° alternatives). responses: from `column_responses(..., classes=(defect,))`.
+    60° alternatives). responses: from `column_responses(..., classes=(defect,))`. steps:
+    (Adam, L-BFGS) iterations of the final fit (L-BFGS stops early once converged).
     """
     from stemjax.calibrate.fit import _resolve_inputs
     from stemjax.calibrate.lattice import estimate_lattice
@@ -203,7 +205,7 @@ def refine_columns(
                 best = (value, rot0, theta)
         _, rot0, theta = best
         loss = lambda t: nll(t, rot0) / y.size  # noqa: E731
-        theta = _adam_then_lbfgs(loss, theta, 300, 300)
+        theta = _adam_then_lbfgs(loss, theta, *steps)
         hess = np.asarray(jax.hessian(lambda t: nll(t, rot0))(theta))
         cov = np.linalg.pinv(hess)
         values, disp = unpack(theta, rot0)

@@ -51,7 +51,8 @@ def test_displacements_recovered_from_a_class_average(specimen, microscope):
     average = np.mean([rng.poisson(dose * np.maximum(signal, 0)) for _ in range(50)], axis=0)
 
     result = refine_columns(average, PIXEL, "SV", specimen=specimen, microscope=microscope,
-                            probe=PROBE, rotation_rad=ROTATION, responses=responses)  # fmt: skip
+                            probe=PROBE, rotation_rad=ROTATION, responses=responses,
+                            steps=(150, 200))  # fmt: skip
     cols = result.columns
     assert len(cols) >= 12  # three shells: 3 W, 6 Se2, 3 W
     d = cols.distance_A.to_numpy()
