@@ -97,7 +97,7 @@ from stemjax import analysis  # noqa: E402
 from stemjax.config import load_config, to_runtime  # noqa: E402
 from stemjax.evaluation import evaluate, format_report, match_detections  # noqa: E402
 from stemjax.io import write_tif  # noqa: E402
-from stemjax.predict import load_model, predict  # noqa: E402
+from stemjax.predict import EDGE_A, load_model, predict  # noqa: E402
 from stemjax.trainingdata.pipeline import build_batch_maker  # noqa: E402
 
 pd.set_option("display.width", 120)
@@ -160,7 +160,14 @@ if abs(px - model.pixel_size_A) > 1e-6:
     print(f"note: micrograph at {px} Å/px, model at {model.pixel_size_A} Å/px (predict resamples)")
 
 image = np.asarray(batch.images[0])
-truth_valid = np.asarray(batch.valid[0]) & (np.asarray(batch.classes[0]) > 0)
+# `predict` drops defects and sites within EDGE_A (0.6 Å) of the edge (a column centred there is
+# partly cut off): the truth below is the same region.
+edge_px = EDGE_A / px
+points = np.asarray(batch.points[0])
+in_region = np.asarray(batch.valid[0]) & np.all(
+    (points >= edge_px) & (points <= N - 1 - edge_px), axis=1
+)
+truth_valid = in_region & (np.asarray(batch.classes[0]) > 0)
 truth = pd.DataFrame(
     {
         "y_A": batch.points[0][truth_valid, 0] * px,  # rows
@@ -169,8 +176,8 @@ truth = pd.DataFrame(
     }
 )
 truth["class_name"] = np.asarray(registry.names, dtype=object)[truth["class_id"]]
-n_sites = int(np.asarray(batch.valid[0]).sum())
-print(f"{n_sites} lattice sites in the image, {len(truth)} of them defects")
+n_sites = int(in_region.sum())
+print(f"{n_sites} lattice sites in the image (≥ {EDGE_A} Å from its edges), {len(truth)} defects")
 
 tif = write_tif(OUT / "synthetic_wse2te.tif", image, px, overwrite=True)
 print(f"wrote {tif} ({px} Å/px stored as the ImageJ calibration)")
@@ -405,7 +412,7 @@ display(confusion)
 # %%
 report = evaluate(
     [{"points": defects[["y_px", "x_px"]].to_numpy(), "classes": defects["class_id"].to_numpy()}],
-    [{"points": batch.points[0], "classes": batch.classes[0], "valid": batch.valid[0]}],
+    [{"points": batch.points[0], "classes": batch.classes[0], "valid": in_region}],
     num_classes=registry.num_classes,
     class_names=list(registry.names),
     pixel_size_angstrom=px,
@@ -423,10 +430,10 @@ from scipy.spatial import cKDTree  # noqa: E402
 true_sites = pd.DataFrame(
     {
         "image_id": image_id,
-        "y_A": batch.points[0][batch.valid[0], 0] * px,
-        "x_A": batch.points[0][batch.valid[0], 1] * px,
+        "y_A": batch.points[0][in_region, 0] * px,
+        "x_A": batch.points[0][in_region, 1] * px,
         "sublattice": np.asarray(registry.sublattices, dtype=object)[
-            batch.sublattice[0][batch.valid[0]]
+            batch.sublattice[0][in_region]
         ],
     }
 )

@@ -5,13 +5,14 @@
 in `stemjax.predict.inference`; command line `python -m stemjax.predict`.
 """
 
-from stemjax.predict.api import DEFECT_COLUMNS, SITE_COLUMNS, Prediction, predict
+from stemjax.predict.api import DEFECT_COLUMNS, EDGE_A, SITE_COLUMNS, Prediction, predict
 from stemjax.predict.inference import predict_tiles
 from stemjax.predict.model import ModelLoadError, TrainedModel, export_model, load_model
 from stemjax.predict.sites import assign_sublattices, find_columns
 
 __all__ = [
     "DEFECT_COLUMNS",
+    "EDGE_A",
     "SITE_COLUMNS",
     "ModelLoadError",
     "Prediction",

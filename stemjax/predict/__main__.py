@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--margin", type=int, default=64, help="tile context margin (px)")
     p.add_argument("--tta", action="store_true", help="8-fold symmetry test-time augmentation")
     p.add_argument("--threshold", type=float, default=None, help="defect probability threshold")
+    p.add_argument("--edge", type=float, default=None,
+                   help="drop defects and sites within this many Å of an edge (default: "
+                   "stemjax.predict.EDGE_A, 0.6)")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="tables and summary only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: best)")
@@ -111,6 +114,7 @@ def main(argv=None) -> int:
             margin_px=args.margin,
             tta=args.tta,
             threshold=args.threshold,
+            **({} if args.edge is None else {"edge_A": args.edge}),
         )
     except (MicrographError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)

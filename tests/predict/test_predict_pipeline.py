@@ -128,3 +128,20 @@ def test_sublattices_from_geometry_not_brightness(metal_amp):
     true_sub = np.array(["metal"] * len(metal) + ["chalcogen"] * len(chalc))
     dist, idx = cKDTree(true_xy).query(pts)
     assert np.mean(sub[dist < 2] == true_sub[idx[dist < 2]]) > 0.97
+
+
+def test_edge_band_and_the_models_threshold():
+    """Defects and sites within edge_A of the micrograph's edge are dropped from both tables
+    (nothing else changes), and the model's decode_threshold is the default threshold."""
+    image, _ = synthetic_micrograph(256, PX, n_defects=30, seed=4)
+    kw = dict(pixel_size_A=PX, tile_px=256, margin_px=32, progress=False)
+    model = FixtureModel()
+    edge, hi = 3.0, (image.shape[0] - 1) * PX - 3.0
+    full, cut = predict(model, image, edge_A=0.0, **kw), predict(model, image, edge_A=edge, **kw)
+    for a, b in ((full.defects, cut.defects), (full.sites, cut.sites)):
+        xy = a[["x_A", "y_A"]].to_numpy()
+        inside = a[np.all((xy >= edge) & (xy <= hi), axis=1)]
+        assert 0 < len(b) == len(inside) < len(a)
+        np.testing.assert_allclose(np.sort(b["x_A"]), np.sort(inside["x_A"]), atol=1e-4)
+    model.decode_threshold = 1.0  # strict >: no peak passes (the fixture's reach p_def = 1)
+    assert len(predict(model, image, **kw).defects) == 0
