@@ -1,0 +1,65 @@
+"""Robustness figure: recall and precision vs dose, defocus and source size, from the JSON files
+`evaluate.py --json` writes (one line pair per file, labelled).
+
+    python experiments/wse2te/plot_robustness.py \
+        "realistic prior=experiments/wse2te/eval_eval_prior.json" \
+        "stress test=experiments/wse2te/eval_stress_prior.json"
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+HERE = Path(__file__).parent
+PANELS = {
+    "dose": "dose (e⁻/px)",
+    "defocus": "defocus Δf (Å)",
+    "source_size": "source size σ (Å)",
+}
+
+
+def plot(results: dict, path, scoring: str = "interior"):
+    """One panel per quantity; per labelled result, recall (solid) and precision (dashed) at
+    each bin's centre, the bin's range as the horizontal bar (`scoring`: 'interior' or
+    'whole_image', see evaluate.py); whole-image precision dotted for comparison."""
+    fig = Figure(figsize=(13, 4.0))
+    axes = fig.subplots(1, len(PANELS), sharey=True)
+    colours = ["C0", "C3", "C2", "C1", "C4"]
+    for ax, (name, header) in zip(axes, PANELS.items(), strict=True):
+        for c, (label, res) in enumerate(results.items()):
+            rows = res[scoring][f"vs_{name}"]
+            mid = np.array([(r["lo"] + r["hi"]) / 2 for r in rows])
+            xerr = np.array([[m - r["lo"], r["hi"] - m] for m, r in zip(mid, rows, strict=True)])
+            for key, marker, ls in (("recall", "o", "-"), ("precision", "s", "--")):
+                y = [np.nan if r[key] is None else r[key] for r in rows]
+                ax.errorbar(mid, y, xerr=xerr.T, marker=marker, ls=ls, color=colours[c % 5],
+                            capsize=2, ms=4, label=f"{key}, {label}")  # fmt: skip
+            whole = [r["precision"] for r in res["whole_image"][f"vs_{name}"]]
+            ax.plot(mid, whole, ls=":", marker=".", color=colours[c % 5], lw=1,
+                    label=f"precision (whole image), {label}")  # fmt: skip
+        ax.axhline(0.99, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(header)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score (class-correct, 0.8 Å matching)")
+    axes[0].legend(fontsize=7, loc="lower left", frameon=False)
+    fig.suptitle(
+        "shipped wse2te model: recall and precision vs the per-image draw (quantile bins; "
+        "interior scoring, edge 0.6 Å)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(args):
+    results = {}
+    for a in args:
+        label, _, file = a.rpartition("=")
+        results[label or Path(file).stem] = json.loads(Path(file).read_text())
+    plot(results, HERE / "robustness.png")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
