@@ -1,9 +1,11 @@
 """Robustness figure: recall and precision vs dose, defocus and source size, from the JSON files
-`evaluate.py --json` writes (one line pair per file, labelled).
+`evaluate.py --json` writes (one line pair per file, labelled). A stress test of one quantity
+(`--microscope-stress defocus`) is drawn in that quantity's panel only.
 
     python experiments/wse2te/plot_robustness.py \
         "realistic prior=experiments/wse2te/eval_eval_prior.json" \
-        "stress test=experiments/wse2te/eval_stress_prior.json"
+        "Δf stress=experiments/wse2te/eval_stress_defocus.json" \
+        "σ stress=experiments/wse2te/eval_stress_source_size.json"
 """
 
 import json
@@ -25,11 +27,13 @@ def plot(results: dict, path, scoring: str = "interior"):
     """One panel per quantity; per labelled result, recall (solid) and precision (dashed) at
     each bin's centre, the bin's range as the horizontal bar (`scoring`: 'interior' or
     'whole_image', see evaluate.py); whole-image precision dotted for comparison."""
-    fig = Figure(figsize=(13, 4.0))
+    fig = Figure(figsize=(13, 5.0))
     axes = fig.subplots(1, len(PANELS), sharey=True)
     colours = ["C0", "C3", "C2", "C1", "C4"]
     for ax, (name, header) in zip(axes, PANELS.items(), strict=True):
         for c, (label, res) in enumerate(results.items()):
+            if (res.get("microscope_stress") or None) not in (None, "both", name):
+                continue
             rows = res[scoring][f"vs_{name}"]
             mid = np.array([(r["lo"] + r["hi"]) / 2 for r in rows])
             xerr = np.array([[m - r["lo"], r["hi"] - m] for m, r in zip(mid, rows, strict=True)])
@@ -44,12 +48,17 @@ def plot(results: dict, path, scoring: str = "interior"):
         ax.set_xlabel(header)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (class-correct, 0.8 Å matching)")
-    axes[0].legend(fontsize=7, loc="lower left", frameon=False)
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7,
+               frameon=False)  # fmt: skip
     fig.suptitle(
         "shipped wse2te model: recall and precision vs the per-image draw (quantile bins; "
         "interior scoring, edge 0.6 Å)"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=120)
 
 
