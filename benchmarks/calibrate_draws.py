@@ -20,8 +20,7 @@ import jax
 import numpy as np
 
 from stemjax.calibrate import build_setup, calibrate, column_responses, synthetic_micrograph
-from stemjax.calibrate.fit import nominal_microscope
-from stemjax.microscope_prior import load_microscope_prior
+from stemjax.microscope_prior import load_microscope_prior, mean_microscope
 from stemjax.specimen import load_specimen_config
 
 NOMINAL_PX = 0.2074
@@ -61,7 +60,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     spec = load_specimen_config("wse2te")
-    mic = nominal_microscope(load_microscope_prior("wse2te"))
+    mic = mean_microscope(load_microscope_prior("wse2te"))
     rng = np.random.default_rng(args.seed)
     print(
         f"# {platform.processor() or platform.machine()}, jax {jax.__version__} "

@@ -41,14 +41,13 @@ matplotlib.use("Agg")
 
 from stemjax.calibrate import build_setup, calibrate, column_responses, synthetic_micrograph
 from stemjax.calibrate.export import write_microscope_config
-from stemjax.calibrate.fit import nominal_microscope
-from stemjax.microscope_prior import load_microscope_prior
+from stemjax.microscope_prior import load_microscope_prior, mean_microscope
 from stemjax.specimen import load_specimen_config
 
 OUT = Path(os.environ.get("STEMJAX_NOTEBOOK_OUT", "notebooks/_output"))
 OUT.mkdir(parents=True, exist_ok=True)
 specimen = load_specimen_config("wse2te")
-microscope = nominal_microscope(load_microscope_prior("wse2te"))
+microscope = mean_microscope(load_microscope_prior("wse2te"))
 
 # %% [markdown]
 # ## A micrograph with known settings

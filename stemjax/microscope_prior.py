@@ -411,3 +411,26 @@ def planning_microscope(prior: MicroscopePrior) -> Microscope:
         source_size=prior.source_size_angstrom.bounds()[1],
         aperture_rolloff=bounds.aperture_rolloff_mrad,
     )
+
+
+def mean_microscope(prior: MicroscopePrior) -> Microscope:
+    """The prior's mean microscope (Python floats): each sampled field at its configured mean
+    (Δf → C10 = −Δf, signed C12/C21/C23 means with zero azimuth, Cs = C30). The starting and
+    fixed probe of a calibration (`stemjax.calibrate`)."""
+    mean = lambda name: float(getattr(prior, name).mean)  # noqa: E731
+    return Microscope(
+        energy=mean("energy_ev"),
+        semiangle_cutoff=mean("semiangle_mrad"),
+        detector_inner=mean("detector_inner_mrad"),
+        detector_outer=mean("detector_outer_mrad"),
+        aberrations=Aberrations(
+            C10=-mean("defocus_angstrom"),
+            C12=mean("c12_angstrom"),
+            C21=mean("c21_angstrom"),
+            C23=mean("c23_angstrom"),
+            C30=mean("cs_angstrom"),
+        ),
+        focal_spread=mean("focal_spread_angstrom"),
+        source_size=mean("source_size_angstrom"),
+        aperture_rolloff=mean("aperture_rolloff_mrad"),
+    )

@@ -30,7 +30,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from stemjax.calibrate.lattice import estimate_lattice
 from stemjax.calibrate.model import (
@@ -41,10 +40,13 @@ from stemjax.calibrate.model import (
     build_setup,
     column_responses,
     expected_signal,
+    lattice_matrix,
     legendre_basis,
     polar_aberrations,
     site_pixels,
 )
+from stemjax.calibrate.optimize import adam, lbfgs
+from stemjax.microscope_prior import MicroscopePrior, load_microscope_prior, mean_microscope
 from stemjax.physics.adf import Microscope
 
 
@@ -250,8 +252,7 @@ def _make_objectives(setup: LatticeSetup, image, scales, n_background, huber, ou
     return (
         jax.jit(model),
         jax.jit(lambda t, s: nll_terms(t, s, False)[1]),
-        jax.jit(jax.value_and_grad(loss), static_argnums=3),
-        jax.jit(loss, static_argnums=3),
+        loss,
         jax.jit(total_nll),
         jax.jit(jax.hessian(total_nll)),
         jax.jit(jax.grad(total_nll)),
@@ -261,49 +262,6 @@ def _make_objectives(setup: LatticeSetup, image, scales, n_background, huber, ou
 # ----------------------------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------------------------
-
-
-def _adam(value_and_grad, theta, start, mask, steps, lr, robust, frozen=None):
-    schedule = optax.cosine_decay_schedule(lr, steps, alpha=0.05)
-    opt = optax.adam(schedule)
-    state = opt.init(theta)
-    keep = None if frozen is None else jnp.asarray(~frozen, theta.dtype)
-
-    @jax.jit
-    def step(theta, state):
-        value, grad = value_and_grad(theta, start, mask, robust)
-        if keep is not None:
-            grad = grad * keep
-        updates, state = opt.update(grad, state, theta)
-        return optax.apply_updates(theta, updates), state, value
-
-    value = None
-    for _ in range(int(steps)):
-        theta, state, value = step(theta, state)
-    return theta, float(value)
-
-
-def _lbfgs(loss_fn, theta, start, mask, steps):
-    opt = optax.lbfgs()
-    fn = lambda t: loss_fn(t, start, mask, False)  # noqa: E731
-    value_and_grad = optax.value_and_grad_from_state(fn)
-
-    @jax.jit
-    def step(theta, state):
-        value, grad = value_and_grad(theta, state=state)
-        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=fn)
-        return optax.apply_updates(theta, updates), state, value, grad
-
-    state = opt.init(theta)
-    n = float(jnp.sum(mask))
-    history = []
-    for _ in range(int(steps)):
-        theta, state, value, _ = step(theta, state)
-        history.append(float(value))
-        # stop when the total NLL has changed by < 1e-4 over the last 5 iterations
-        if len(history) > 5 and abs(history[-6] - history[-1]) * n < 1e-4:
-            break
-    return theta, float(fn(theta))
 
 
 def _cross_correlation_origin(image, template) -> np.ndarray:
@@ -392,7 +350,6 @@ def _check_image(image, pixel_size):
 
 def _resolve_inputs(image, pixel_size, specimen, microscope):
     from stemjax.io import Micrograph, read_micrograph
-    from stemjax.microscope_prior import MicroscopePrior, load_microscope_prior
     from stemjax.specimen import load_specimen_config
 
     if isinstance(image, str) or hasattr(image, "__fspath__"):
@@ -407,40 +364,13 @@ def _resolve_inputs(image, pixel_size, specimen, microscope):
     if isinstance(microscope, str):
         microscope = load_microscope_prior(microscope)
     if isinstance(microscope, MicroscopePrior):
-        microscope = nominal_microscope(microscope)
+        microscope = mean_microscope(microscope)
     if not isinstance(microscope, Microscope):
         raise TypeError(
             "microscope: expected a conf/microscope name, a MicroscopePrior or a Microscope, got "
             f"{type(microscope).__name__}"
         )
     return _check_image(image, float(pixel_size)), float(pixel_size), specimen, microscope
-
-
-def nominal_microscope(prior) -> Microscope:
-    """The prior's mean microscope (Python floats): fixed energy, angles, Cs, C23 at their means.
-
-    The fit replaces C10, C12, φ12, C21, φ21 and the source size; Cs and C23 stay at the means
-    (their effect on an 80–300 kV ADF image at ≤ 30 mrad is far below the other terms').
-    """
-    from stemjax.physics.probe import Aberrations
-
-    mean = lambda name: float(getattr(prior, name).mean)  # noqa: E731
-    return Microscope(
-        energy=mean("energy_ev"),
-        semiangle_cutoff=mean("semiangle_mrad"),
-        detector_inner=mean("detector_inner_mrad"),
-        detector_outer=mean("detector_outer_mrad"),
-        aberrations=Aberrations(
-            C10=-mean("defocus_angstrom"),
-            C12=mean("c12_angstrom"),
-            C21=mean("c21_angstrom"),
-            C23=mean("c23_angstrom"),
-            C30=mean("cs_angstrom"),
-        ),
-        focal_spread=mean("focal_spread_angstrom"),
-        source_size=mean("source_size_angstrom"),
-        aperture_rolloff=mean("aperture_rolloff_mrad"),
-    )
 
 
 def calibrate(
@@ -463,7 +393,7 @@ def calibrate(
     gain and offset), a `stemjax.io.Micrograph` or a file path (.dm3/.dm4/.emd/.tif/.npy).
     pixel_size: nominal Å/px (from the file if omitted). specimen: conf/specimen name or
     SpecimenConfig (lattice constant, columns). microscope: conf/microscope name, MicroscopePrior
-    (its mean) or Microscope: energy, angles and the aberrations that are not fitted.
+    (`mean_microscope`) or Microscope: energy, angles and the aberrations that are not fitted.
     initial: optional starting values (e.g. {"rotation_rad": 0.3}); given geometry skips the
     Bragg-spot estimate for those entries. responses: precomputed column responses (from
     `model.column_responses`) to reuse across images of one session. frozen_phonons /
@@ -484,17 +414,12 @@ def calibrate(
         )  # fmt: skip
 
 
-_T0 = [0.0]
-
-
-def _log(verbose, msg):
-    if verbose:
-        print(f"[calibrate {time.perf_counter() - _T0[0]:6.1f} s] {msg}", flush=True)
-
-
 def _calibrate(image, p0, specimen, microscope, initial, responses, options, frozen_phonons,
                oversampling, strict, verbose, t0):  # fmt: skip
-    _T0[0] = t0
+    def _log(verbose, msg):
+        if verbose:
+            print(f"[calibrate {time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
+
     geometry_keys = ("pixel_size_angstrom", "rotation_rad", "stretch", "shear")
     geom = {"pixel_size_angstrom": p0, "rotation_rad": 0.0, "stretch": 0.0, "shear": 0.0}
     if not all(k in initial for k in ("pixel_size_angstrom", "rotation_rad")):
@@ -545,7 +470,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
 
     theta0 = jnp.zeros(len(PARAMETERS) + n_bg)
     fns = _make_objectives(setup, image, scales, n_bg, options.huber)
-    model_fn, z2_fn, value_and_grad, loss_fn, total_nll, hessian_fn, grad_fn = fns
+    model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = fns
 
     def start_dict(values):
         d = {k: jnp.asarray(values[k], jnp.float64) for k in PARAMETERS}
@@ -582,13 +507,19 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     for turn in turns:
         values = init_intensity(dict(base, rotation_rad=base["rotation_rad"] + turn))
         start = start_dict(values)
-        theta, value = _adam(value_and_grad, theta0, start, mask_all, options.candidate_steps,
-                             options.adam_lr, True, frozen=frozen_coma)  # fmt: skip
+        theta, value = adam(
+            lambda t, s=start: loss_fn(t, s, mask_all, True),
+            theta0,
+            options.candidate_steps,
+            options.adam_lr,
+            frozen=frozen_coma,
+        )
         candidates.append((value, turn, theta, start))
         _log(verbose, f"lattice θ+{math.degrees(turn):.0f}° (no coma): robust loss {value:.5f}")
     value, turn, theta, start = min(candidates, key=lambda c: c[0])
-    theta, value = _adam(value_and_grad, theta, start, mask_all, options.adam_steps,
-                         options.adam_lr, True)  # fmt: skip
+    theta, value = adam(
+        lambda t: loss_fn(t, start, mask_all, True), theta, options.adam_steps, options.adam_lr
+    )
     _log(verbose, f"robust Adam, all parameters: loss {value:.5f}")
 
     # --- outlier columns ---------------------------------------------------------------------
@@ -607,8 +538,13 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     theta = jnp.concatenate([theta, jnp.zeros(len(outlier_index))])
     for _round in range(3):
         fns = _make_objectives(setup, image, scales, n_bg, options.huber, outlier_index)
-        model_fn, z2_fn, value_and_grad, loss_fn, total_nll, hessian_fn, grad_fn = fns
-        theta, value = _lbfgs(loss_fn, theta, start, mask, options.lbfgs_steps)
+        model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = fns
+        theta, value = lbfgs(
+            lambda t, f=loss_fn, m=mask: f(t, start, m, False),
+            theta,
+            options.lbfgs_steps,
+            tol=1e-4 / float(mask_np.sum()),
+        )
         values, _ = _unpack(theta, start, scales, n_bg)
         uv = np.asarray(site_pixels(values, setup))
         new, mask_new, n_sites = _outlier_sites(
@@ -640,7 +576,12 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         for name, sign in flips.items():
             i = PARAMETERS.index(name)
             alt[i] = (sign * float(v_now[name]) - float(start[name])) / scales[name]
-        theta_a, value_a = _lbfgs(loss_fn, jnp.asarray(alt), start, mask, options.lbfgs_steps)
+        theta_a, value_a = lbfgs(
+            lambda t: loss_fn(t, start, mask, False),
+            jnp.asarray(alt),
+            options.lbfgs_steps,
+            tol=1e-4 / n_used,
+        )
         delta = (value_a - value) * n_used
         _log(verbose, f"restart from {label}: ΔNLL {delta:+.2f}")
         if label.startswith("mirrored"):
@@ -729,7 +670,7 @@ def _derived(phys: np.ndarray, cov: np.ndarray):
 
     def fn(v):
         d = dict(zip(PARAMETERS, v[:n], strict=True))
-        m = _matrix_np(d)
+        m = lattice_matrix(d)
         minv = jnp.linalg.inv(m)  # px → Å
         ax0, ax1 = minv[:, 0], minv[:, 1]
         c12 = jnp.sqrt(d["c12_x_angstrom"] ** 2 + d["c12_y_angstrom"] ** 2 + 1e-30)
@@ -757,9 +698,3 @@ def _derived(phys: np.ndarray, cov: np.ndarray):
     derived = {k: float(x) for k, x in zip(names, out, strict=True)}
     sig = {k: float(math.sqrt(max(dcov[i, i], 0.0))) for i, k in enumerate(names)}
     return derived, sig
-
-
-def _matrix_np(d):
-    from stemjax.calibrate.model import lattice_matrix
-
-    return lattice_matrix(d)

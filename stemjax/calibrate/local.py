@@ -18,9 +18,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from stemjax.calibrate.model import build_setup, column_responses, render_signal
+from stemjax.calibrate.optimize import adam, lbfgs
 
 #: probe and lattice values taken from a Calibration (or given) and held fixed
 FIXED = (
@@ -53,36 +53,9 @@ class ColumnRefinement:
     image: np.ndarray
 
 
-def _adam_then_lbfgs(loss, theta, steps_adam=300, steps_lbfgs=200, lr=0.05):
-    opt = optax.adam(optax.cosine_decay_schedule(lr, steps_adam, alpha=0.02))
-    state = opt.init(theta)
-    vg = jax.jit(jax.value_and_grad(loss))
-
-    @jax.jit
-    def step(theta, state):
-        value, grad = vg(theta)
-        updates, state = opt.update(grad, state, theta)
-        return optax.apply_updates(theta, updates), state
-
-    for _ in range(steps_adam):
-        theta, state = step(theta, state)
-    lb = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    @jax.jit
-    def lstep(theta, state):
-        value, grad = value_and_grad(theta, state=state)
-        updates, state = lb.update(grad, state, theta, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(theta, updates), state, value
-
-    state = lb.init(theta)
-    history = []
-    for _ in range(steps_lbfgs):
-        theta, state, value = lstep(theta, state)
-        history.append(float(value))
-        if len(history) > 5 and abs(history[-6] - history[-1]) < 1e-10:
-            break
-    return theta
+def _adam_then_lbfgs(loss, theta, steps_adam, steps_lbfgs, lr=0.05):
+    theta, _ = adam(loss, theta, steps_adam, lr, final_fraction=0.02)
+    return lbfgs(loss, theta, steps_lbfgs, tol=1e-10)[0] if steps_lbfgs else theta
 
 
 def refine_columns(

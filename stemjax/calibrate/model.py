@@ -33,8 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.polynomial import legendre
 
-from stemjax.physics.adf import Microscope
-from stemjax.physics.probe import Aberrations
+from stemjax.physics.adf import Microscope, source_blur
 from stemjax.specimen import build_layout
 from stemjax.specimen.materials import SpecimenConfig
 from stemjax.trainingdata.columns import ColumnResponses, precompute_column_responses
@@ -246,30 +245,21 @@ def site_pixels(values, setup: LatticeSetup) -> jax.Array:
 
 def probe_microscope(values, setup: LatticeSetup) -> Microscope:
     """The fixed microscope with the fitted C10 = −Δf, C12, φ12, C21, φ21 and source size."""
-    base = setup.microscope
     dtype = values["defocus_angstrom"].dtype
+    base = setup.microscope.astype(dtype)
     c12x, c12y = values["c12_x_angstrom"], values["c12_y_angstrom"]
     c21x, c21y = values["c21_x_angstrom"], values["c21_y_angstrom"]
-    fixed = {f.name: jnp.asarray(getattr(base.aberrations, f.name), dtype) for f in
-             dataclasses.fields(Aberrations)}  # fmt: skip
     # Cartesian → polar; the tiny epsilon keeps the gradient of |c| finite at c = 0.
-    fixed.update(
+    aberrations = dataclasses.replace(
+        base.aberrations,
         C10=-values["defocus_angstrom"],
         C12=jnp.sqrt(c12x**2 + c12y**2 + 1e-12),
         phi12=0.5 * jnp.arctan2(c12y, c12x + 1e-12),
         C21=jnp.sqrt(c21x**2 + c21y**2 + 1e-12),
         phi21=jnp.arctan2(c21y, c21x + 1e-12),
     )
-    cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
-    return Microscope(
-        energy=cast(base.energy),
-        semiangle_cutoff=cast(base.semiangle_cutoff),
-        detector_inner=cast(base.detector_inner),
-        detector_outer=cast(base.detector_outer),
-        aberrations=Aberrations(**fixed),
-        focal_spread=cast(base.focal_spread),
-        source_size=values["source_size_angstrom"],
-        aperture_rolloff=cast(base.aperture_rolloff),
+    return dataclasses.replace(
+        base, aberrations=aberrations, source_size=values["source_size_angstrom"]
     )
 
 
@@ -299,12 +289,9 @@ def render_signal(
     site_type = responses.type_of[jnp.asarray(setup.site_sublattice), k]
     microscope = probe_microscope(values, setup)
     clean = render_columns(responses, microscope, (uv + m) * px_resp, site_type, weight, canvas)
-    # Source blur: σ in image px uses the fitted pixel size.
+    # Source blur in image px: σ (Å) over the fitted pixel size (Å/px).
     sigma_px = values["source_size_angstrom"] / values["pixel_size_angstrom"]
-    kx = jnp.fft.fftfreq(canvas[0])[:, None]
-    ky = jnp.fft.fftfreq(canvas[1])[None, :]
-    envelope = jnp.exp(-2.0 * jnp.pi**2 * sigma_px**2 * (kx**2 + ky**2))
-    clean = jnp.fft.ifft2(jnp.fft.fft2(clean) * envelope).real
+    clean = source_blur(clean, sigma_px, (1.0, 1.0))
     return clean[m : m + setup.image_shape[0], m : m + setup.image_shape[1]]
 
 

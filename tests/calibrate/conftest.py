@@ -4,8 +4,7 @@ lattice: self-consistent with the synthetic images, not converged physics)."""
 import pytest
 
 from stemjax.calibrate import column_responses
-from stemjax.calibrate.fit import nominal_microscope
-from stemjax.microscope_prior import load_microscope_prior
+from stemjax.microscope_prior import load_microscope_prior, mean_microscope
 from stemjax.specimen import load_specimen_config
 
 PIXEL = 0.2074
@@ -18,7 +17,7 @@ def specimen():
 
 @pytest.fixture(scope="session")
 def microscope():
-    return nominal_microscope(load_microscope_prior("wse2te"))
+    return mean_microscope(load_microscope_prior("wse2te"))
 
 
 @pytest.fixture(scope="session")
