@@ -11,7 +11,8 @@ Input schema (as produced by prediction):
   concentrations) and the null model of the spatial tests come from here.
 - `fields`: DataFrame (column or index `image_id`) or dict image_id -> mapping, with
   `height_px`, `width_px`, `pixel_size_A` (Å/px): field areas and map grids. A field spans
-  [-½, size - ½] px along each axis.
+  [-½, size - ½] px along each axis; an optional `edge_px` (px, as predict writes it) leaves a
+  border band out, the analysed box then spanning pixel centres [edge, size − 1 − edge].
 - `classes`: the K defect classes in order, as a `stemjax.specimen.registry.DefectRegistry`
   ('none', id 0, is skipped) or a list of (class_name, sublattice) pairs, so that classes
   without detections still appear.

@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 
 FIELD_COLUMNS = ("height_px", "width_px", "pixel_size_A")
+EDGE_COLUMN = "edge_px"
+"""Optional field column: width (px) of the border band left out of the analysis (predict drops
+defects and sites within `stemjax.predict.EDGE_A` of the edge); 0 or absent = whole field."""
 
 
 def require_columns(table: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -53,7 +56,8 @@ def classes_in_table(defects: pd.DataFrame) -> list[str]:
 
 
 def field_table(fields: Any) -> pd.DataFrame:
-    """Fields as a DataFrame indexed by image_id with height_px, width_px, pixel_size_A.
+    """Fields as a DataFrame indexed by image_id with height_px, width_px, pixel_size_A and
+    edge_px (0 where not given).
 
     Accepts a DataFrame (with an `image_id` column, or indexed by image_id) or a mapping
     image_id -> mapping/Series with those keys.
@@ -62,19 +66,36 @@ def field_table(fields: Any) -> pd.DataFrame:
         table = fields.set_index("image_id") if "image_id" in fields.columns else fields
     elif isinstance(fields, Mapping):
         table = pd.DataFrame.from_dict(
-            {k: {c: v[c] for c in FIELD_COLUMNS} for k, v in fields.items()}, orient="index"
-        )
+            {k: {c: v.get(c, 0.0) for c in (*FIELD_COLUMNS, EDGE_COLUMN)}
+             for k, v in fields.items()},
+            orient="index",
+        )  # fmt: skip
     else:
         raise TypeError(f"fields must be a DataFrame or a dict, got {type(fields).__name__}")
     require_columns(table, FIELD_COLUMNS, "fields")
+    edge = table[EDGE_COLUMN] if EDGE_COLUMN in table.columns else 0.0
     table = table.loc[:, list(FIELD_COLUMNS)].astype(float)
+    table[EDGE_COLUMN] = np.asarray(edge, float) if np.ndim(edge) else float(edge)
+    if (table[EDGE_COLUMN] < 0).any():
+        raise ValueError("fields: edge_px must be >= 0")
     table.index = table.index.astype(str)
     table.index.name = "image_id"
     if not table.index.is_unique:
         raise ValueError("fields: duplicate image_id")
-    if not (table.to_numpy() > 0).all():
+    if not (table[list(FIELD_COLUMNS)].to_numpy() > 0).all():
         raise ValueError("fields: height_px, width_px and pixel_size_A must be positive")
     return table
+
+
+def analysed_area_A2(table: pd.DataFrame) -> pd.Series:
+    """Area (Å²) of each field's analysed region (a `field_table`): the whole field
+    [−½, size − ½] px, or with an edge band the pixel-centre box [edge, size − 1 − edge] px
+    (the region `stemjax.predict` keeps)."""
+    edge = table[EDGE_COLUMN]
+    shrink = np.where(edge > 0, 1.0 + 2.0 * edge, 0.0)
+    h = np.maximum(table["height_px"] - shrink, 0.0)
+    w = np.maximum(table["width_px"] - shrink, 0.0)
+    return h * w * table["pixel_size_A"] ** 2
 
 
 def check_images(ids: Iterable[Any], known: Iterable[Any], what: str, where: str) -> None:

@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 from scipy import stats
 
 from stemjax.analysis._common import (
+    analysed_area_A2,
     check_images,
     class_pairs,
     field_table,
@@ -75,7 +76,8 @@ def concentrations(
       images (for 'all': the sites on any sublattice used by the classes);
       fraction_of_defects (+ _lo, _hi) — count / all defect count, Clopper–Pearson (1 for 'all');
       per_site (+ _lo, _hi) — count / n_sites, Clopper–Pearson (fraction, not %);
-      per_nm2 (+ _lo, _hi) — count / field area in nm⁻², Garwood; area_nm2 — total field area.
+      per_nm2 (+ _lo, _hi) — count / analysed area in nm⁻², Garwood; area_nm2 — total analysed
+      area (the fields less their `edge_px` band, see `_common.analysed_area_A2`).
     Defects of unknown classes, or whose sublattice disagrees with their class's, raise
     ValueError.
     """
@@ -105,7 +107,7 @@ def concentrations(
 
     site_counts = sites["sublattice"].astype(str).value_counts()
     counts = names.value_counts()
-    area_nm2 = float((f["height_px"] * f["width_px"] * f["pixel_size_A"] ** 2).sum()) / A2_PER_NM2
+    area_nm2 = float(analysed_area_A2(f).sum()) / A2_PER_NM2
 
     index = [n for n, _ in pairs] + [TOTAL]
     sublattice = [s for _, s in pairs] + ["+".join(dict.fromkeys(s for _, s in pairs))]

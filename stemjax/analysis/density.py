@@ -33,7 +33,7 @@ class DensityMaps(dict):
     Attributes: image_id; bin_A (y, x) bin size in Å (the field is split into a whole number
     of bins, so this is the requested bin rounded to fit); extent_A (left, right, bottom, top)
     in Å for `imshow(origin='upper')`, the field spanning x, y ∈ [-½ px, size - ½ px] × pixel
-    size; bandwidth_A.
+    size (or [edge, size − 1 − edge] px when the field has an `edge_px` band); bandwidth_A.
     """
 
     image_id: str
@@ -80,9 +80,11 @@ def density_maps(
     by_image = dict(tuple(defects.groupby(defects["image_id"].astype(str), sort=False)))
 
     out: dict[str, DensityMaps] = {}
-    for image_id, (h_px, w_px, ps) in f.iterrows():
-        lo_x, hi_x = -0.5 * ps, (w_px - 0.5) * ps
-        lo_y, hi_y = -0.5 * ps, (h_px - 0.5) * ps
+    for image_id, (h_px, w_px, ps, edge) in f.iterrows():
+        # the analysed box: the whole field, or inside predict's edge band (pixel centres)
+        lo = -0.5 if edge <= 0 else edge
+        lo_x, hi_x = lo * ps, (w_px - 1 - lo) * ps
+        lo_y, hi_y = lo * ps, (h_px - 1 - lo) * ps
         nx = max(1, round((hi_x - lo_x) / bin_A))
         ny = max(1, round((hi_y - lo_y) / bin_A))
         ex, ey = np.linspace(lo_x, hi_x, nx + 1), np.linspace(lo_y, hi_y, ny + 1)

@@ -56,7 +56,8 @@ class Prediction:
     defects: DataFrame, one row per defect, columns DEFECT_COLUMNS (score = defect probability
     at the peak, 0..1; sublattice of the class). sites: DataFrame of all lattice sites (atomic
     columns, including those of defects), columns SITE_COLUMNS. fields: DataFrame indexed by
-    image_id with height_px, width_px, pixel_size_A (Å/px), path. registry: the model's classes.
+    image_id with height_px, width_px, pixel_size_A (Å/px), edge_px (the dropped border band,
+    micrograph px: per-nm² densities use the area inside it), path. registry: the model's classes.
     """
 
     defects: pd.DataFrame
@@ -235,6 +236,7 @@ def predict(
                 "height_px": h,
                 "width_px": w,
                 "pixel_size_A": mic.pixel_size_A,
+                "edge_px": edge_A / mic.pixel_size_A,
                 "path": str(mic.path) if mic.path else "",
             }
         )

@@ -50,6 +50,22 @@ def test_exact_counts_and_per_site_use_the_class_sublattice():
     np.testing.assert_allclose(t["area_nm2"], AREA_NM2)
 
 
+def test_per_nm2_uses_the_area_inside_the_edge_band():
+    # predict drops a border band of edge_px: the analysed box spans pixel centres
+    # [edge, size - 1 - edge], so field a (500 × 400 px at 0.2 Å) keeps 490 × 390 px with edge 4.5
+    fields = {k: dict(v) for k, v in FIELDS.items()}
+    fields["a"]["edge_px"] = 4.5
+    t = concentrations(DEFECTS, SITES, CLASSES, fields)
+    area = (490 * 390 * 0.04 + 160 * 100) / 100
+    np.testing.assert_allclose(t["area_nm2"], area)
+    np.testing.assert_allclose(t["per_nm2"], np.array([5, 10, 3, 0, 18]) / area)
+    frame = pd.DataFrame(fields).T.rename_axis("image_id").fillna(0.0)
+    np.testing.assert_allclose(concentrations(DEFECTS, SITES, CLASSES, frame)["area_nm2"], area)
+    fields["b"]["edge_px"] = -1
+    with pytest.raises(ValueError, match="edge_px"):
+        concentrations(DEFECTS, SITES, CLASSES, fields)
+
+
 def test_clopper_pearson_matches_scipy_and_known_values():
     t = concentrations(DEFECTS, SITES, CLASSES, FIELDS)
     lo, hi = t.loc["VW", ["per_site_lo", "per_site_hi"]]  # k = 3 of n = 1000 metal sites

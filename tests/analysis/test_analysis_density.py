@@ -46,6 +46,16 @@ def test_integral_equals_count_inside_and_near_edges():
     assert maps["a"]["SV"].shape == (80, 100)  # (y, x) bins of 5 Å = bandwidth / 4
 
 
+def test_maps_cover_the_box_inside_an_edge_band():
+    fields = FIELDS.assign(edge_px=[10.0, 0.0])  # predict's band: pixel centres 10 .. size - 11
+    edge = np.array([[10 * PS, 10 * PS], [499.0 - 10 * PS, 200.0]])
+    maps = density_maps(defects_at("a", edge), fields, bandwidth_A=20.0)
+    left, right, bottom, top = maps["a"].extent_A
+    np.testing.assert_allclose([left, right, top, bottom], np.array([10, 989, 10, 789]) * PS)
+    np.testing.assert_allclose(integral(maps["a"]["SV"], maps["a"]), 2, rtol=1e-9)
+    assert maps["b"].extent_A[0] == -0.5 * PS
+
+
 def test_single_defect_peak_is_gaussian_in_per_nm2():
     maps = density_maps(defects_at("a", [[250.0, 200.0]]), FIELDS, bandwidth_A=10.0, bin_A=1.0)
     peak = 100.0 / (2 * np.pi * 10.0**2)  # nm⁻²: 1 / (2π σ²) per Å² × 100 Å²/nm²

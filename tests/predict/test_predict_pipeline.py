@@ -143,5 +143,10 @@ def test_edge_band_and_the_models_threshold():
         inside = a[np.all((xy >= edge) & (xy <= hi), axis=1)]
         assert 0 < len(b) == len(inside) < len(a)
         np.testing.assert_allclose(np.sort(b["x_A"]), np.sort(inside["x_A"]), atol=1e-4)
+    # per-nm² densities use the analysed box [edge, size − 1 − edge] Å, not the whole field
+    assert cut.fields["edge_px"].iloc[0] == pytest.approx(edge / PX)
+    area = cut.concentrations()["area_nm2"].iloc[0]
+    assert area == pytest.approx((hi - edge) ** 2 / 100, rel=1e-6)
+    assert full.concentrations()["area_nm2"].iloc[0] == pytest.approx((256 * PX) ** 2 / 100)
     model.decode_threshold = 1.0  # strict >: no peak passes (the fixture's reach p_def = 1)
     assert len(predict(model, image, **kw).defects) == 0
