@@ -3,16 +3,19 @@
 `calibrate(image, pixel_size, specimen=..., microscope=...)`:
 
 1. Starting geometry from the Bragg spots (`lattice.estimate_lattice`); column responses of
-   the material at that pixel size; the two sublattice choices (rotation θ and θ + 60°) each
-   get an origin from the cross-correlation with the model and a short fit; the better wins.
-2. Adam (optax) on every parameter with a robust (Huber) likelihood: defect columns, which the
-   pristine-lattice model does not hold, pull less than quadratically.
+   the material at that pixel size. The spots fix the rotation modulo 60° only, and θ + 60°
+   swaps the metal and chalcogen columns, so both sublattice choices go through steps 2–4 and
+   the one with the lower BIC wins (a swapped lattice can sit in a local optimum in which a
+   large coma skews the columns; it is clearly worse only after the full fit).
+2. Origin from the cross-correlation with the model, then Adam (optax) with a robust (Huber)
+   likelihood, first with the coma held at 0, then on every parameter: defect columns, which
+   the pristine-lattice model does not hold, pull less than quadratically.
 3. Outlier columns: sites whose pixels' mean squared standardised residual is far beyond the
-   noise are masked (radius `mask_radius` Å): the final likelihood ignores the defects.
-4. L-BFGS (optax) on the Gaussian (Poisson–Gaussian variance) negative log-likelihood of the
-   unmasked pixels, then the same from the mirrored even aberrations (−Δf, −C12): without odd
-   aberrations the ADF image cannot tell them apart, and the better of the two is kept (and
-   flagged when they are indistinguishable).
+   noise get a free amplitude (and optionally a mask of radius `mask_radius` Å).
+4. L-BFGS (optax) on the Gaussian (Poisson–Gaussian variance) negative log-likelihood, outliers
+   re-scored until their set stops growing. For the winner, L-BFGS again from the mirrored even
+   aberrations (−Δf, −C12): without odd aberrations the ADF image cannot tell them apart, and
+   the better of the two is kept (and flagged when they are indistinguishable).
 5. Uncertainties from the inverse Hessian of the negative log-likelihood at the optimum (the
    Cramér–Rao bound of the model; model error is not in it). Convergence is checked (Newton
    decrement, positive-definite curvature, reduced χ², fraction of outlier columns); a fit that
@@ -35,6 +38,7 @@ from stemjax.calibrate.lattice import estimate_lattice
 from stemjax.calibrate.model import (
     LOG_PARAMETERS,
     PARAMETERS,
+    SQUARED_PARAMETERS,
     UNITS,
     LatticeSetup,
     build_setup,
@@ -72,7 +76,7 @@ SCALES = {
     "dose_electrons_per_px": 0.02,
     "gain": 0.02,
     "offset": 1.0,  # times the image's noise scale, set per image
-    "read_noise_electrons": 0.1,
+    "read_noise_electrons": 1.0,  # on r² (e⁻²)
 }
 BACKGROUND_SCALE = 1e-3
 """Step scale of the background coefficients (fraction of the beam)."""
@@ -84,8 +88,8 @@ AMPLITUDE_SCALE = 0.05
 class FitOptions:
     """Knobs of `calibrate` (defaults suit 64–512 px regions at ~0.2 Å/px).
 
-    candidate_steps: robust fit of each sublattice choice (coma held at 0). adam_steps /
-    adam_lr: robust stage of the winner. lbfgs_steps: final stage (iterations). huber: robust
+    candidate_steps: robust Adam of each sublattice choice with the coma held at 0; adam_steps /
+    adam_lr: then with every parameter free. lbfgs_steps: Gaussian stage (iterations). huber: robust
     threshold in standardised residuals. outlier_sigma: a site is an outlier when its pixels'
     mean z² exceeds 1 + outlier_sigma·√(2/n); each outlier gets a free amplitude in the final
     fit. mask_radius: radius (Å) also masked around outliers (0: none, the amplitude models it).
@@ -105,6 +109,8 @@ class FitOptions:
     max_outlier_fraction: float = 0.4
     background_order: int = 2
     max_newton_decrement: float = 0.1
+    ambiguity_nll: float = 2.0
+    min_registration_delta: float = 10.0
 
 
 @dataclasses.dataclass
@@ -121,6 +127,13 @@ class Calibration:
     final fit. mask: (H, W) pixels used in the final likelihood. image / model: observed and
     fitted mean signal.
     defocus_sign_ambiguous: the mirrored even aberrations fit as well (ΔNLL < 2).
+    registration_delta_nll: how much worse (BIC, in NLL units) the lattice rotated by 60° (metal
+    and chalcogen columns swapped) fits; inf when the rotation was given.
+    alternative: when `defocus_sign_ambiguous`, the mirrored solution (values, sigma, derived,
+    derived_sigma as above, delta_nll = its NLL − the best one's); None otherwise. A single ADF
+    image of a thin specimen cannot tell (Δf, C12) from (−Δf, −C12) when the odd aberrations
+    are weak (the probe intensity is the same, up to the fixed Cs, which shifts the mirrored Δf),
+    so both are reported and `to_microscope_config` covers both.
     """
 
     values: dict[str, float]
@@ -139,6 +152,8 @@ class Calibration:
     variance: np.ndarray
     defocus_sign_ambiguous: bool
     mirror_delta_nll: float
+    registration_delta_nll: float
+    alternative: dict | None
     newton_decrement: float
     seconds: float
     setup: LatticeSetup
@@ -192,6 +207,8 @@ def _unpack(theta, start: dict, scales: dict, n_background: int):
     for i, name in enumerate(PARAMETERS):
         if name in LOG_PARAMETERS:
             values[name] = start[name] * jnp.exp(scales[name] * theta[i])
+        elif name in SQUARED_PARAMETERS:
+            values[name] = jnp.sqrt(jnp.abs(start[name] ** 2 + scales[name] * theta[i]) + 1e-12)
         else:
             values[name] = start[name] + scales[name] * theta[i]
     values["source_size_angstrom"] = jnp.abs(values["source_size_angstrom"])
@@ -275,9 +292,10 @@ def _cross_correlation_origin(image, template) -> np.ndarray:
     return np.where(shift > shape / 2, shift - shape, shift)
 
 
-def _linear_intensity(image, signal) -> tuple[float, float, float]:
-    """(gain·dose, offset, gain) from least squares of image on the model signal, and the
-    gain from the Poisson law var ≈ gain·(mean − offset) + const of the residual."""
+def _linear_intensity(image, signal) -> tuple[float, float, float, float]:
+    """(gain·dose, offset, gain, read noise in e⁻) from least squares of the image on the model
+    signal, and of the squared residual on the Poisson–Gaussian law var = gain·(mean − offset)
+    + gain²·r²."""
     a = np.stack([signal.ravel(), np.ones(signal.size)], 1)
     coef, *_ = np.linalg.lstsq(a, image.ravel(), rcond=None)
     scale, offset = float(coef[0]), float(coef[1])
@@ -286,7 +304,8 @@ def _linear_intensity(image, signal) -> tuple[float, float, float]:
     b = np.stack([fitted - offset, np.ones(signal.size)], 1)
     gcoef, *_ = np.linalg.lstsq(b, resid2, rcond=None)
     gain = float(gcoef[0]) if gcoef[0] > 0 else max(float(np.var(image)) / max(scale, 1e-12), 1e-6)
-    return scale, offset, gain
+    read = math.sqrt(max(float(gcoef[1]), 0.0)) / gain
+    return scale, offset, gain, read
 
 
 def _outlier_sites(z2, uv, setup: LatticeSetup, pixel_size, options: FitOptions):
@@ -488,78 +507,89 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
             values["origin_x_px"] += shift[0]
             values["origin_y_px"] += shift[1]
             signal = np.asarray(model_fn(theta0, start_dict(values))[0])
-        scale, offset, gain = _linear_intensity(image, signal)
+        scale, offset, gain, read = _linear_intensity(image, signal)
         values.update(
             gain=max(gain, 1e-6),
             dose_electrons_per_px=max(scale / max(gain, 1e-6), 1e-6),
             offset=offset,
-            read_noise_electrons=1.0,
+            read_noise_electrons=max(read, 1.0),
         )
         return values
 
-    # --- sublattice choice: θ and θ + 60° (metal and chalcogen columns swapped), each fitted
-    # robustly with the coma held at 0: an odd aberration skews every column and could make
-    # the swapped lattice mimic the true one. The better one continues with everything free ----
     frozen_coma = np.zeros(len(PARAMETERS) + n_bg, bool)
     frozen_coma[[PARAMETERS.index("c21_x_angstrom"), PARAMETERS.index("c21_y_angstrom")]] = True
-    candidates = []
-    turns = (0.0,) if "rotation_rad" in initial else (0.0, math.pi / 3)
-    for turn in turns:
+
+    def fit_registration(turn):
+        """Robust Adam (coma held at 0, then free), outlier columns, Gaussian L-BFGS for the
+        lattice rotated by `turn`. Returns the fit state (dict)."""
         values = init_intensity(dict(base, rotation_rad=base["rotation_rad"] + turn))
         start = start_dict(values)
+        fns = _make_objectives(setup, image, scales, n_bg, options.huber)
+        loss_fn = fns[2]
         theta, value = adam(
-            lambda t, s=start: loss_fn(t, s, mask_all, True),
+            lambda t: loss_fn(t, start, mask_all, True),
             theta0,
             options.candidate_steps,
             options.adam_lr,
             frozen=frozen_coma,
         )
-        candidates.append((value, turn, theta, start))
-        _log(verbose, f"lattice θ+{math.degrees(turn):.0f}° (no coma): robust loss {value:.5f}")
-    value, turn, theta, start = min(candidates, key=lambda c: c[0])
-    theta, value = adam(
-        lambda t: loss_fn(t, start, mask_all, True), theta, options.adam_steps, options.adam_lr
-    )
-    _log(verbose, f"robust Adam, all parameters: loss {value:.5f}")
-
-    # --- outlier columns ---------------------------------------------------------------------
-    values, _ = _unpack(theta, start, scales, n_bg)
-    uv = np.asarray(site_pixels(values, setup))
-    z2 = np.asarray(z2_fn(theta, start))
-    outlier_index, mask_np, n_sites = _outlier_sites(
-        z2, uv, setup, float(values["pixel_size_angstrom"]), options
-    )
-    outliers = uv[outlier_index]
-    mask = jnp.asarray(mask_np)
-    _log(verbose, f"{len(outlier_index)} of {n_sites} columns are outliers (free amplitudes)")
-
-    # --- final Gaussian likelihood with a free amplitude per outlier column (L-BFGS); the
-    # outliers are re-scored on the new residual until the set stops growing (≤ 3 rounds) ------
-    theta = jnp.concatenate([theta, jnp.zeros(len(outlier_index))])
-    for _round in range(3):
-        fns = _make_objectives(setup, image, scales, n_bg, options.huber, outlier_index)
-        model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = fns
-        theta, value = lbfgs(
-            lambda t, f=loss_fn, m=mask: f(t, start, m, False),
-            theta,
-            options.lbfgs_steps,
-            tol=1e-4 / float(mask_np.sum()),
+        theta, value = adam(
+            lambda t: loss_fn(t, start, mask_all, True), theta, options.adam_steps, options.adam_lr
         )
-        values, _ = _unpack(theta, start, scales, n_bg)
-        uv = np.asarray(site_pixels(values, setup))
-        new, mask_new, n_sites = _outlier_sites(
-            np.asarray(z2_fn(theta, start)), uv, setup, float(values["pixel_size_angstrom"]),
-            options,
-        )  # fmt: skip
-        added = np.setdiff1d(new, outlier_index)
-        _log(verbose, f"L-BFGS: loss {value:.6f}; {len(added)} more outlier column(s)")
-        if not len(added):
-            break
-        outlier_index = np.concatenate([outlier_index, added])
-        mask_np = mask_np & mask_new
-        mask = jnp.asarray(mask_np)
-        theta = jnp.concatenate([theta, jnp.zeros(len(added))])
-    outliers = uv[outlier_index]
+        _log(verbose, f"lattice θ+{math.degrees(turn):.0f}°: robust loss {value:.5f}")
+        # outlier columns, each with a free amplitude in the Gaussian likelihood (L-BFGS); the
+        # set is re-scored on the new residual until it stops growing (≤ 3 rounds)
+        z2_fn = fns[1]
+        outlier_index = np.zeros(0, np.int64)
+        mask_np = np.ones(image.shape, bool)
+        for _round in range(4):
+            values, _ = _unpack(theta, start, scales, n_bg)
+            uv = np.asarray(site_pixels(values, setup))
+            new, mask_new, n_sites = _outlier_sites(
+                np.asarray(z2_fn(theta, start)), uv, setup,
+                float(values["pixel_size_angstrom"]), options,
+            )  # fmt: skip
+            added = np.setdiff1d(new, outlier_index)
+            if _round:
+                _log(verbose, f"  L-BFGS: loss {value:.6f}; {len(added)} more outlier column(s)")
+            if (_round and not len(added)) or _round == 3:
+                break
+            outlier_index = np.concatenate([outlier_index, added])
+            mask_np = mask_np & mask_new
+            theta = jnp.concatenate([theta, jnp.zeros(len(added))])
+            fns = _make_objectives(setup, image, scales, n_bg, options.huber, outlier_index)
+            z2_fn, loss_fn = fns[1], fns[2]
+            mask = jnp.asarray(mask_np)
+            theta, value = lbfgs(
+                lambda t, f=loss_fn, m=mask: f(t, start, m, False),
+                theta,
+                options.lbfgs_steps,
+                tol=1e-4 / float(mask_np.sum()),
+            )
+        n_used = float(mask_np.sum())
+        # Bayesian information criterion per used pixel: each outlier amplitude costs ½ ln n.
+        score = value + 0.5 * len(outlier_index) * math.log(n_used) / n_used
+        _log(verbose, f"  {len(outlier_index)} of {n_sites} outlier columns; BIC/px {score:.6f}")
+        return dict(theta=theta, value=value, start=start, fns=fns, mask_np=mask_np,
+                    outlier_index=outlier_index, n_sites=n_sites, uv=uv, score=score)  # fmt: skip
+
+    # --- sublattice choice: the Bragg spots fix the rotation only modulo 60°, and θ + 60° swaps
+    # the metal and chalcogen columns. Both are fitted to the end of the Gaussian stage (a swapped
+    # lattice can sit in a local optimum, with the coma skewing every column to mimic the true
+    # one, that is only clearly worse after the full fit); the lower BIC wins ------------------
+    turns = (0.0,) if "rotation_rad" in initial else (0.0, math.pi / 3)
+    fits = [fit_registration(turn) for turn in turns]
+    best = min(fits, key=lambda f: f["score"])
+    registration_delta = (
+        (max(f["score"] for f in fits) - best["score"]) * float(best["mask_np"].sum())
+        if len(fits) > 1
+        else np.inf
+    )
+    theta, value, start = best["theta"], best["value"], best["start"]
+    mask_np, outlier_index, n_sites = best["mask_np"], best["outlier_index"], best["n_sites"]
+    model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = best["fns"]
+    mask = jnp.asarray(mask_np)
+    outliers = best["uv"][outlier_index]
 
     # --- the defocus–astigmatism ambiguity: restart from the mirrored even aberrations and
     # from the defocus on the other side of focus; keep the best --------------------------------
@@ -570,7 +600,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
                                  "c12_y_angstrom": -1},
         "other side of focus (−Δf)": {"defocus_angstrom": -1},
     }  # fmt: skip
-    ambiguous_delta = np.inf
+    ambiguous_delta, mirrored = np.inf, None
     for label, flips in starts.items():
         alt = np.array(theta)
         for name, sign in flips.items():
@@ -585,38 +615,89 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         delta = (value_a - value) * n_used
         _log(verbose, f"restart from {label}: ΔNLL {delta:+.2f}")
         if label.startswith("mirrored"):
-            ambiguous_delta = delta
+            ambiguous_delta, mirrored = delta, (theta, theta_a)
         if value_a < value:
             theta, value = theta_a, value_a
     delta = float(ambiguous_delta)
-    ambiguous = abs(delta) < 2.0
+    ambiguous = abs(delta) < options.ambiguity_nll
+
+    def newton_polish(theta):
+        """A few Newton steps on the total NLL (L-BFGS stops on a loss tolerance; the
+        uncertainties need the optimum itself), each kept only if it lowers the NLL."""
+        f0 = float(total_nll(theta, start, mask))
+        for _ in range(4):
+            hess = np.asarray(hessian_fn(theta, start, mask))
+            grad = np.asarray(grad_fn(theta, start, mask))
+            try:
+                step = np.linalg.solve(hess, grad)
+            except np.linalg.LinAlgError:
+                break
+            if not float(grad @ step) > 1e-6:  # not a descent direction, or converged
+                break
+            for t in (1.0, 0.5, 0.25, 0.125):
+                trial = theta - t * jnp.asarray(step)
+                f1 = float(total_nll(trial, start, mask))
+                if f1 < f0:
+                    theta, f0 = trial, f1
+                    break
+            else:
+                break
+        return theta
+
+    def summarise(theta):
+        """Physical values, 1σ (inverse Hessian, delta method), derived quantities, and the
+        curvature checks' numbers at `theta`."""
+        hess = np.asarray(hessian_fn(theta, start, mask))
+        grad = np.asarray(grad_fn(theta, start, mask))
+        try:
+            eig_min = float(np.linalg.eigvalsh(hess).min())
+            cov_theta = np.linalg.pinv(hess)
+        except np.linalg.LinAlgError:
+            eig_min, cov_theta = np.nan, np.full(hess.shape, np.nan)
+        jac = np.asarray(jax.jacobian(_physical_vector)(theta, start, scales, n_bg))
+        cov = jac @ cov_theta @ jac.T
+        phys = np.asarray(_physical_vector(theta, start, scales, n_bg))
+        values = {k: float(phys[i]) for i, k in enumerate(PARAMETERS)}
+        sigma = {k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(PARAMETERS)}
+        derived, derived_sigma = _derived(phys, cov)
+        return dict(phys=phys, cov=cov, values=values, sigma=sigma, derived=derived,
+                    derived_sigma=derived_sigma, eig_min=eig_min,
+                    decrement=float(grad @ cov_theta @ grad))  # fmt: skip
 
     # --- curvature, uncertainties, checks ------------------------------------------------------
-    hess = np.asarray(hessian_fn(theta, start, mask))
-    grad = np.asarray(grad_fn(theta, start, mask))
+    theta = newton_polish(theta)
+    best = summarise(theta)
+    alternative = None
+    if ambiguous:  # report the mirrored solution too: the image cannot tell them apart
+
+        def distance(t):  # from the best solution in (Δf, C12): the mirrored one is far
+            v, _ = _unpack(t, start, scales, n_bg)
+            keys = ("defocus_angstrom", "c12_x_angstrom", "c12_y_angstrom")
+            return sum(abs(float(v[k]) - best["values"][k]) for k in keys)
+
+        other = max(mirrored, key=distance)
+        other = newton_polish(other)
+        alternative = summarise(other)
+        alternative["delta_nll"] = float(
+            total_nll(other, start, mask) - total_nll(theta, start, mask)
+        )
+        for key in ("phys", "cov", "eig_min", "decrement"):
+            alternative.pop(key)
     problems = []
-    try:
-        eig = np.linalg.eigvalsh(hess)
-        if eig.min() <= 0:
-            problems.append(
-                f"the likelihood's curvature is not positive definite (smallest eigenvalue "
-                f"{eig.min():.3g}): a parameter is not determined by this image"
-            )
-        cov_theta = np.linalg.pinv(hess)
-    except np.linalg.LinAlgError:
-        cov_theta = np.full(hess.shape, np.nan)
-        problems.append("the likelihood's curvature could not be inverted")
-    decrement = float(grad @ cov_theta @ grad)
+    if not best["eig_min"] > 0:
+        problems.append(
+            f"the likelihood's curvature is not positive definite (smallest eigenvalue "
+            f"{best['eig_min']:.3g}): a parameter is not determined by this image"
+        )
+    decrement = best["decrement"]
     if not decrement < options.max_newton_decrement:
         problems.append(
             f"not at an optimum: Newton decrement {decrement:.3g} (the likelihood could still "
             f"drop by ~{decrement / 2:.3g}); more lbfgs_steps or a better start"
         )
-    jac = np.asarray(jax.jacobian(_physical_vector)(theta, start, scales, n_bg))
-    cov = jac @ cov_theta @ jac.T
-    phys = np.asarray(_physical_vector(theta, start, scales, n_bg))
-    values = {k: float(phys[i]) for i, k in enumerate(PARAMETERS)}
-    sigma = {k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(PARAMETERS)}
+    phys, cov = best["phys"], best["cov"]
+    values, sigma = best["values"], best["sigma"]
+    derived, derived_sigma = best["derived"], best["derived_sigma"]
     mean, var = (np.asarray(a) for a in model_fn(theta, start))
     z2 = (image - mean) ** 2 / var
     reduced = float(z2[mask_np].mean())
@@ -626,13 +707,19 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
             f"{options.max_reduced_chi2} (wrong material, pixel size far off, a bad start, or "
             "strong non-affine scan distortion)"
         )
+    if registration_delta < options.min_registration_delta:
+        problems.append(
+            f"the metal and chalcogen columns cannot be told apart: the lattice rotated by 60° "
+            f"fits almost as well (ΔBIC {registration_delta:.3g} < "
+            f"{options.min_registration_delta}); give `initial={{'rotation_rad': ...}}` or a "
+            "larger region"
+        )
     fraction = len(outlier_index) / max(n_sites, 1)
     if fraction > options.max_outlier_fraction:
         problems.append(
             f"{fraction:.0%} of the columns disagree with the fitted lattice (limit "
             f"{options.max_outlier_fraction:.0%}): the lattice is probably misregistered"
         )
-    derived, derived_sigma = _derived(phys, cov)
     result = Calibration(
         values=values,
         sigma=sigma,
@@ -650,6 +737,8 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         variance=var,
         defocus_sign_ambiguous=bool(ambiguous),
         mirror_delta_nll=float(delta),
+        registration_delta_nll=float(registration_delta),
+        alternative=alternative,
         newton_decrement=decrement,
         seconds=time.perf_counter() - t0,
         setup=setup,

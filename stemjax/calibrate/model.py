@@ -76,9 +76,10 @@ UNITS = {
     "read_noise_electrons": "e⁻",
 }
 #: Quantities fitted on a log scale (positive by construction).
-LOG_PARAMETERS = frozenset(
-    {"pixel_size_angstrom", "dose_electrons_per_px", "gain", "read_noise_electrons"}
-)
+LOG_PARAMETERS = frozenset({"pixel_size_angstrom", "dose_electrons_per_px", "gain"})
+#: Quantities fitted through their square (the read noise through its variance r², e⁻²): on a
+#: log scale the gradient of a small r vanishes (∂var/∂ln r = 2g²r²) and the fit gets stuck there.
+SQUARED_PARAMETERS = frozenset({"read_noise_electrons"})
 MICROSCOPE_PARAMETERS = (
     "defocus_angstrom",
     "c12_x_angstrom",

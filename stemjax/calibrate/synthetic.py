@@ -7,6 +7,8 @@ drawn on some sites, then Poisson counting and the detector's gain, offset and r
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,3 +68,61 @@ def synthetic_micrograph(
         "site_px": uv,
         "signal": signal,
     }
+
+
+def _wrap(angle, period):
+    return (angle + period / 2) % period - period / 2
+
+
+def score_calibration(truth: dict, res) -> dict[str, tuple[float, float, bool]]:
+    """(error, error/σ, within tolerance and within 3σ) of each quantity issue 7's acceptance
+    names, for a `Calibration` `res` of a micrograph drawn with `truth`: pixel size
+    (0.3 %), rotation (0.2°, modulo the lattice's 120°), Δf (5 Å), C12 (10 % of |C12|),
+    φ12 (10°, modulo 180°), source size (0.1 Å); the dose (not in the issue) only within 3σ.
+    When the fit reports the defocus sign as ambiguous (`res.alternative`, the mirrored solution
+    it cannot tell apart), Δf, C12 and φ12 are scored on the reported solution nearer in Δf."""
+    v, s, d, ds = res.values, res.sigma, res.derived, res.derived_sigma
+    alt = getattr(res, "alternative", None)
+    if alt and abs(alt["values"]["defocus_angstrom"] - truth["defocus_angstrom"]) < abs(
+        v["defocus_angstrom"] - truth["defocus_angstrom"]
+    ):
+        keys = ("defocus_angstrom",)
+        v = {**v, **{k: alt["values"][k] for k in keys}}
+        s = {**s, **{k: alt["sigma"][k] for k in keys}}
+        d, ds = alt["derived"], alt["derived_sigma"]
+    tc12 = math.hypot(truth["c12_x_angstrom"], truth["c12_y_angstrom"])
+    tphi12 = math.atan2(truth["c12_y_angstrom"], truth["c12_x_angstrom"]) / 2
+    rows = {
+        "pixel %": (
+            100 * (v["pixel_size_angstrom"] / truth["pixel_size_angstrom"] - 1),
+            100 * s["pixel_size_angstrom"] / truth["pixel_size_angstrom"],
+            0.3,
+        ),
+        "rotation °": (
+            math.degrees(_wrap(v["rotation_rad"] - truth["rotation_rad"], 2 * math.pi / 3)),
+            math.degrees(s["rotation_rad"]),
+            0.2,
+        ),
+        "Δf Å": (v["defocus_angstrom"] - truth["defocus_angstrom"], s["defocus_angstrom"], 5.0),
+        "C12 %": (100 * (d["C12"] / tc12 - 1), 100 * ds["C12"] / tc12, 10.0),
+        "φ12 °": (
+            math.degrees(_wrap(d["phi12"] - tphi12, math.pi)),
+            math.degrees(ds["phi12"]),
+            10.0,
+        ),
+        "source Å": (
+            v["source_size_angstrom"] - truth["source_size_angstrom"],
+            s["source_size_angstrom"],
+            0.1,
+        ),
+        "dose %": (
+            100 * (v["dose_electrons_per_px"] / truth["dose_electrons_per_px"] - 1),
+            100 * s["dose_electrons_per_px"] / truth["dose_electrons_per_px"],
+            math.inf,
+        ),
+    }
+    out = {}
+    for k, (err, sig, tol) in rows.items():
+        z = err / max(sig, 1e-15)
+        out[k] = (err, z, abs(err) <= tol and abs(z) <= 3)
+    return out
