@@ -3,8 +3,9 @@
 Widths: each fitted quantity gets std = max(3σ_fit, a floor for drift between the calibrated
 region and the rest of a session: 5 Å defocus, 3 Å or 20 % C12, 20 Å or 30 % C21, 0.05 Å source
 size, 10°/20° azimuths). Without odd aberrations an ADF image cannot tell (Δf, C12) from
-(−Δf, −C12); when the fit flags that ambiguity, the prior keeps both: defocus centred on 0 with
-std |Δf| + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the base config's
+(−Δf, −C12); when the fit flags that ambiguity, the prior keeps both: defocus centred between
+the two reported solutions (the fixed Cs shifts the mirrored Δf, so not exactly on 0) with std
+half their distance + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the base config's
 dwell time (lognormal, ±25 %). Energy, convergence and detector angles, Cs and C23 are copied
 from the base config (they are not fitted).
 """
@@ -54,10 +55,13 @@ def microscope_config(calibration, *, base: str = "wse2te", name: str | None = N
         f"region by stemjax.calibrate (reduced χ² {calibration.reduced_chi2:.2f}); base {base}"
     )
     cfg["pixel_size_angstrom"] = float(v["pixel_size_angstrom"])
+    alternative = getattr(calibration, "alternative", None)
     if calibration.defocus_sign_ambiguous:
+        # both solutions inside the prior: centred between them (0 without the mirrored fit)
+        other = alternative["values"]["defocus_angstrom"] if alternative else -v["defocus_angstrom"]
         cfg["defocus_angstrom"] = {
-            "mean": 0.0,
-            "std": float(abs(v["defocus_angstrom"]) + 3 * s["defocus_angstrom"]),
+            "mean": float(0.5 * (v["defocus_angstrom"] + other)),
+            "std": float(0.5 * abs(v["defocus_angstrom"] - other) + 3 * s["defocus_angstrom"]),
         }
         cfg["phi12_rad"] = _uniform_azimuth()
     else:

@@ -91,9 +91,11 @@ def _fake_calibration(ambiguous):
     sigma = {k: 0.01 * abs(v) + 1e-4 for k, v in TRUTH.items()}
     derived = {"C12": 27.8, "phi12": 1.0, "C21": 89.4, "phi21": 5.8}
     derived_sigma = {"C12": 0.5, "phi12": 0.02, "C21": 150.0, "phi21": 1.0}
+    mirrored = {"values": dict(TRUTH, defocus_angstrom=-TRUTH["defocus_angstrom"] + 10.0)}
     return SimpleNamespace(values=dict(TRUTH), sigma=sigma, derived=derived,
                            derived_sigma=derived_sigma, image=np.zeros((SIZE, SIZE)),
-                           reduced_chi2=1.0, defocus_sign_ambiguous=ambiguous)  # fmt: skip
+                           reduced_chi2=1.0, defocus_sign_ambiguous=ambiguous,
+                           alternative=mirrored if ambiguous else None)  # fmt: skip
 
 
 @pytest.mark.parametrize("ambiguous", [False, True])
@@ -108,9 +110,9 @@ def test_calibration_exports_a_microscope_prior(ambiguous, tmp_path):
     assert prior.pixel_size_angstrom == pytest.approx(TRUTH["pixel_size_angstrom"])
     assert prior.source_size_angstrom.mean == pytest.approx(TRUTH["source_size_angstrom"])
     assert prior.c12_angstrom.mean == pytest.approx(27.8)
-    if ambiguous:  # both signs of Δf stay in the prior, the C12 azimuth is free
-        assert prior.defocus_angstrom.mean == 0.0
-        assert prior.defocus_angstrom.std >= TRUTH["defocus_angstrom"]
+    if ambiguous:  # both solutions (9 and −9 + 10 Å) stay in the prior, the C12 azimuth is free
+        assert prior.defocus_angstrom.mean == pytest.approx(5.0)
+        assert prior.defocus_angstrom.std == pytest.approx(4.0 + 3 * 0.09 + 3e-4)
         assert prior.phi12_rad.dist == "uniform"
     else:
         assert prior.defocus_angstrom.mean == pytest.approx(TRUTH["defocus_angstrom"])
