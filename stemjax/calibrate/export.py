@@ -5,9 +5,9 @@ region and the rest of a session: 5 Å defocus, 3 Å or 20 % C12, 20 Å or 30 % 
 size, 10°/20° azimuths). Without odd aberrations an ADF image cannot tell (Δf, C12) from
 (−Δf, −C12); when the fit flags that ambiguity, the prior keeps both: defocus centred between
 the two reported solutions (the fixed Cs shifts the mirrored Δf, so not exactly on 0) with std
-half their distance + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the base config's
-dwell time (lognormal, ±25 %). Energy, convergence and detector angles, Cs and C23 are copied
-from the base config (they are not fitted).
+half their distance + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the
+base config's dwell time (lognormal, ±25 %). Energy, convergence and detector angles, Cs and
+C23 are copied from the base config (they are not fitted).
 """
 
 from __future__ import annotations

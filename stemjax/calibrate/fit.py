@@ -592,33 +592,41 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     outliers = best["uv"][outlier_index]
 
     # --- the defocus–astigmatism ambiguity: restart from the mirrored even aberrations and
-    # from the defocus on the other side of focus; keep the best --------------------------------
+    # from the defocus on the other side of focus; move to a better one and restart from there
+    # (the mirror of a mirror is the original basin), until neither improves ---------------------
     n_used = float(mask_np.sum())
-    v_now, _ = _unpack(theta, start, scales, n_bg)
     starts = {
         "mirrored (−Δf, −C12)": {"defocus_angstrom": -1, "c12_x_angstrom": -1,
                                  "c12_y_angstrom": -1},
         "other side of focus (−Δf)": {"defocus_angstrom": -1},
     }  # fmt: skip
-    ambiguous_delta, mirrored = np.inf, None
-    for label, flips in starts.items():
+
+    def restart(theta, flips):
+        v_now, _ = _unpack(theta, start, scales, n_bg)
         alt = np.array(theta)
         for name, sign in flips.items():
             i = PARAMETERS.index(name)
             alt[i] = (sign * float(v_now[name]) - float(start[name])) / scales[name]
-        theta_a, value_a = lbfgs(
+        return lbfgs(
             lambda t: loss_fn(t, start, mask, False),
             jnp.asarray(alt),
             options.lbfgs_steps,
             tol=1e-4 / n_used,
         )
-        delta = (value_a - value) * n_used
-        _log(verbose, f"restart from {label}: ΔNLL {delta:+.2f}")
-        if label.startswith("mirrored"):
-            ambiguous_delta, mirrored = delta, (theta, theta_a)
-        if value_a < value:
-            theta, value = theta_a, value_a
-    delta = float(ambiguous_delta)
+
+    for _ in range(3):
+        tried = {label: restart(theta, flips) for label, flips in starts.items()}
+        for label, (_, value_a) in tried.items():
+            _log(verbose, f"restart from {label}: ΔNLL {(value_a - value) * n_used:+.2f}")
+        mirrored = (theta, tried["mirrored (−Δf, −C12)"][0])
+        delta = float((tried["mirrored (−Δf, −C12)"][1] - value) * n_used)
+        label = min(tried, key=lambda k: tried[k][1])
+        if (tried[label][1] - value) * n_used > -0.5:
+            break
+        theta, value = tried[label]
+    else:  # still moving after three rounds: the mirror of where it stopped
+        theta_m, value_m = restart(theta, starts["mirrored (−Δf, −C12)"])
+        mirrored, delta = (theta, theta_m), float((value_m - value) * n_used)
     ambiguous = abs(delta) < options.ambiguity_nll
 
     def newton_polish(theta):
@@ -667,6 +675,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     # --- curvature, uncertainties, checks ------------------------------------------------------
     theta = newton_polish(theta)
     best = summarise(theta)
+    _log(verbose, f"Newton polish and curvature: Newton decrement {best['decrement']:.2g}")
     alternative = None
     if ambiguous:  # report the mirrored solution too: the image cannot tell them apart
 
@@ -683,6 +692,10 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         )
         for key in ("phys", "cov", "eig_min", "decrement"):
             alternative.pop(key)
+        _log(
+            verbose,
+            f"mirrored solution kept as the alternative: ΔNLL {alternative['delta_nll']:+.2f}",
+        )
     problems = []
     if not best["eig_min"] > 0:
         problems.append(
