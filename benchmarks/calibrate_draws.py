@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from stemjax.calibrate import build_setup, calibrate, column_responses, synthetic_micrograph
-from stemjax.calibrate.synthetic import score_calibration
+from stemjax.calibrate.synthetic import score_calibration, wrap_angle
 from stemjax.microscope_prior import load_microscope_prior, mean_microscope
 from stemjax.specimen import load_specimen_config
 
@@ -121,7 +121,7 @@ def main(argv=None):
         for k, t in truth.items():
             f, s = res.values[k], res.sigma[k]
             if k == "rotation_rad":  # the 2H projection repeats every 120°
-                err = (f - t + math.pi / 3) % (2 * math.pi / 3) - math.pi / 3
+                err = wrap_angle(f - t, 2 * math.pi / 3)
             elif k.startswith("origin"):
                 continue
             else:

@@ -75,7 +75,8 @@ def field_table(fields: Any) -> pd.DataFrame:
     require_columns(table, FIELD_COLUMNS, "fields")
     edge = table[EDGE_COLUMN] if EDGE_COLUMN in table.columns else 0.0
     table = table.loc[:, list(FIELD_COLUMNS)].astype(float)
-    table[EDGE_COLUMN] = np.asarray(edge, float) if np.ndim(edge) else float(edge)
+    table[EDGE_COLUMN] = edge
+    table[EDGE_COLUMN] = table[EDGE_COLUMN].astype(float)
     if (table[EDGE_COLUMN] < 0).any():
         raise ValueError("fields: edge_px must be >= 0")
     table.index = table.index.astype(str)
@@ -87,15 +88,20 @@ def field_table(fields: Any) -> pd.DataFrame:
     return table
 
 
+def analysed_span_px(size, edge_px):
+    """(lo, hi) px of the analysed span along an axis of `size` px: the whole field
+    [−½, size − ½], or with an edge band the pixel-centre span [edge, size − 1 − edge] (the
+    region `stemjax.predict` keeps). Works elementwise on arrays/Series."""
+    lo = np.where(np.asarray(edge_px) > 0, edge_px, -0.5)
+    return lo, np.asarray(size) - 1 - lo
+
+
 def analysed_area_A2(table: pd.DataFrame) -> pd.Series:
-    """Area (Å²) of each field's analysed region (a `field_table`): the whole field
-    [−½, size − ½] px, or with an edge band the pixel-centre box [edge, size − 1 − edge] px
-    (the region `stemjax.predict` keeps)."""
-    edge = table[EDGE_COLUMN]
-    shrink = np.where(edge > 0, 1.0 + 2.0 * edge, 0.0)
-    h = np.maximum(table["height_px"] - shrink, 0.0)
-    w = np.maximum(table["width_px"] - shrink, 0.0)
-    return h * w * table["pixel_size_A"] ** 2
+    """Area (Å²) of each field's analysed region (a `field_table`, see `analysed_span_px`)."""
+    lo_h, hi_h = analysed_span_px(table["height_px"], table[EDGE_COLUMN])
+    lo_w, hi_w = analysed_span_px(table["width_px"], table[EDGE_COLUMN])
+    h, w = np.maximum(hi_h - lo_h, 0.0), np.maximum(hi_w - lo_w, 0.0)
+    return pd.Series(h * w, index=table.index) * table["pixel_size_A"] ** 2
 
 
 def check_images(ids: Iterable[Any], known: Iterable[Any], what: str, where: str) -> None:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from scipy.special import ndtr
 
 from stemjax.analysis._common import (
+    analysed_span_px,
     check_images,
     class_names,
     classes_in_table,
@@ -81,10 +82,8 @@ def density_maps(
 
     out: dict[str, DensityMaps] = {}
     for image_id, (h_px, w_px, ps, edge) in f.iterrows():
-        # the analysed box: the whole field, or inside predict's edge band (pixel centres)
-        lo = -0.5 if edge <= 0 else edge
-        lo_x, hi_x = lo * ps, (w_px - 1 - lo) * ps
-        lo_y, hi_y = lo * ps, (h_px - 1 - lo) * ps
+        lo_x, hi_x = (float(b) * ps for b in analysed_span_px(w_px, edge))
+        lo_y, hi_y = (float(b) * ps for b in analysed_span_px(h_px, edge))
         nx = max(1, round((hi_x - lo_x) / bin_A))
         ny = max(1, round((hi_y - lo_y) / bin_A))
         ex, ey = np.linspace(lo_x, hi_x, nx + 1), np.linspace(lo_y, hi_y, ny + 1)

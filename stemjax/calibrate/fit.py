@@ -488,8 +488,8 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     base["source_size_angstrom"] = max(base["source_size_angstrom"], 0.1)
 
     theta0 = jnp.zeros(len(PARAMETERS) + n_bg)
-    fns = _make_objectives(setup, image, scales, n_bg, options.huber)
-    model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = fns
+    pristine_fns = _make_objectives(setup, image, scales, n_bg, options.huber)  # no outliers
+    model_fn = pristine_fns[0]
 
     def start_dict(values):
         d = {k: jnp.asarray(values[k], jnp.float64) for k in PARAMETERS}
@@ -524,7 +524,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         lattice rotated by `turn`. Returns the fit state (dict)."""
         values = init_intensity(dict(base, rotation_rad=base["rotation_rad"] + turn))
         start = start_dict(values)
-        fns = _make_objectives(setup, image, scales, n_bg, options.huber)
+        fns = pristine_fns
         loss_fn = fns[2]
         theta, value = adam(
             lambda t: loss_fn(t, start, mask_all, True),
@@ -629,11 +629,13 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         mirrored, delta = (theta, theta_m), float((value_m - value) * n_used)
     ambiguous = abs(delta) < options.ambiguity_nll
 
-    def newton_polish(theta):
+    def polish(theta):
         """A few Newton steps on the total NLL (L-BFGS stops on a loss tolerance; the
-        uncertainties need the optimum itself), each kept only if it lowers the NLL."""
+        uncertainties need the optimum itself), each kept only if it lowers the NLL; then the
+        values, 1σ (inverse Hessian, delta method), derived quantities and the curvature checks'
+        numbers at the optimum, from the Hessian the last step computed. Returns (theta, dict)."""
         f0 = float(total_nll(theta, start, mask))
-        for _ in range(4):
+        for _ in range(5):
             hess = np.asarray(hessian_fn(theta, start, mask))
             grad = np.asarray(grad_fn(theta, start, mask))
             try:
@@ -650,13 +652,9 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
                     break
             else:
                 break
-        return theta
-
-    def summarise(theta):
-        """Physical values, 1σ (inverse Hessian, delta method), derived quantities, and the
-        curvature checks' numbers at `theta`."""
-        hess = np.asarray(hessian_fn(theta, start, mask))
-        grad = np.asarray(grad_fn(theta, start, mask))
+        else:  # every step taken: the curvature at where it stopped
+            hess = np.asarray(hessian_fn(theta, start, mask))
+            grad = np.asarray(grad_fn(theta, start, mask))
         try:
             eig_min = float(np.linalg.eigvalsh(hess).min())
             cov_theta = np.linalg.pinv(hess)
@@ -668,13 +666,12 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         values = {k: float(phys[i]) for i, k in enumerate(PARAMETERS)}
         sigma = {k: float(math.sqrt(max(cov[i, i], 0.0))) for i, k in enumerate(PARAMETERS)}
         derived, derived_sigma = _derived(phys, cov)
-        return dict(phys=phys, cov=cov, values=values, sigma=sigma, derived=derived,
-                    derived_sigma=derived_sigma, eig_min=eig_min,
-                    decrement=float(grad @ cov_theta @ grad))  # fmt: skip
+        return theta, dict(phys=phys, cov=cov, values=values, sigma=sigma, derived=derived,
+                           derived_sigma=derived_sigma, eig_min=eig_min,
+                           decrement=float(grad @ cov_theta @ grad))  # fmt: skip
 
     # --- curvature, uncertainties, checks ------------------------------------------------------
-    theta = newton_polish(theta)
-    best = summarise(theta)
+    theta, best = polish(theta)
     _log(verbose, f"Newton polish and curvature: Newton decrement {best['decrement']:.2g}")
     alternative = None
     if ambiguous:  # report the mirrored solution too: the image cannot tell them apart
@@ -684,9 +681,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
             keys = ("defocus_angstrom", "c12_x_angstrom", "c12_y_angstrom")
             return sum(abs(float(v[k]) - best["values"][k]) for k in keys)
 
-        other = max(mirrored, key=distance)
-        other = newton_polish(other)
-        alternative = summarise(other)
+        other, alternative = polish(max(mirrored, key=distance))
         alternative["delta_nll"] = float(
             total_nll(other, start, mask) - total_nll(theta, start, mask)
         )

@@ -19,21 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from stemjax.calibrate.model import build_setup, column_responses, render_signal
+from stemjax.calibrate.model import (
+    MICROSCOPE_PARAMETERS,
+    build_setup,
+    column_responses,
+    render_signal,
+)
 from stemjax.calibrate.optimize import adam, lbfgs
 
 #: probe and lattice values taken from a Calibration (or given) and held fixed
-FIXED = (
-    "pixel_size_angstrom",
-    "stretch",
-    "shear",
-    "defocus_angstrom",
-    "c12_x_angstrom",
-    "c12_y_angstrom",
-    "c21_x_angstrom",
-    "c21_y_angstrom",
-    "source_size_angstrom",
-)
+FIXED = ("pixel_size_angstrom", "stretch", "shear", *MICROSCOPE_PARAMETERS)
 
 
 @dataclasses.dataclass

@@ -38,6 +38,15 @@ from stemjax.specimen import build_layout
 from stemjax.specimen.materials import SpecimenConfig
 from stemjax.trainingdata.columns import ColumnResponses, precompute_column_responses
 
+#: The probe's fitted scalars (units in `UNITS`): what a calibration hands to the simulator.
+MICROSCOPE_PARAMETERS = (
+    "defocus_angstrom",
+    "c12_x_angstrom",
+    "c12_y_angstrom",
+    "c21_x_angstrom",
+    "c21_y_angstrom",
+    "source_size_angstrom",
+)
 #: Names of the fitted scalars, in the order of the parameter vector (units in `UNITS`).
 PARAMETERS = (
     "origin_x_px",
@@ -46,12 +55,7 @@ PARAMETERS = (
     "pixel_size_angstrom",
     "stretch",
     "shear",
-    "defocus_angstrom",
-    "c12_x_angstrom",
-    "c12_y_angstrom",
-    "c21_x_angstrom",
-    "c21_y_angstrom",
-    "source_size_angstrom",
+    *MICROSCOPE_PARAMETERS,
     "dose_electrons_per_px",
     "gain",
     "offset",
@@ -80,14 +84,6 @@ LOG_PARAMETERS = frozenset({"pixel_size_angstrom", "dose_electrons_per_px", "gai
 #: Quantities fitted through their square (the read noise through its variance r², e⁻²): on a
 #: log scale the gradient of a small r vanishes (∂var/∂ln r = 2g²r²) and the fit gets stuck there.
 SQUARED_PARAMETERS = frozenset({"read_noise_electrons"})
-MICROSCOPE_PARAMETERS = (
-    "defocus_angstrom",
-    "c12_x_angstrom",
-    "c12_y_angstrom",
-    "c21_x_angstrom",
-    "c21_y_angstrom",
-    "source_size_angstrom",
-)
 
 
 def polar_aberrations(values: dict) -> dict:

@@ -70,7 +70,9 @@ def synthetic_micrograph(
     }
 
 
-def _wrap(angle, period):
+def wrap_angle(angle, period):
+    """`angle` (rad) reduced to [−period/2, period/2): e.g. a rotation error modulo the 2H
+    projection's 120° (period 2π/3) or an astigmatism azimuth modulo 180° (period π)."""
     return (angle + period / 2) % period - period / 2
 
 
@@ -99,14 +101,14 @@ def score_calibration(truth: dict, res) -> dict[str, tuple[float, float, bool]]:
             0.3,
         ),
         "rotation °": (
-            math.degrees(_wrap(v["rotation_rad"] - truth["rotation_rad"], 2 * math.pi / 3)),
+            math.degrees(wrap_angle(v["rotation_rad"] - truth["rotation_rad"], 2 * math.pi / 3)),
             math.degrees(s["rotation_rad"]),
             0.2,
         ),
         "Δf Å": (v["defocus_angstrom"] - truth["defocus_angstrom"], s["defocus_angstrom"], 5.0),
         "C12 %": (100 * (d["C12"] / tc12 - 1), 100 * ds["C12"] / tc12, 10.0),
         "φ12 °": (
-            math.degrees(_wrap(d["phi12"] - tphi12, math.pi)),
+            math.degrees(wrap_angle(d["phi12"] - tphi12, math.pi)),
             math.degrees(ds["phi12"]),
             10.0,
         ),

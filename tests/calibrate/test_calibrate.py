@@ -16,7 +16,7 @@ from stemjax.calibrate import (
     synthetic_micrograph,
 )
 from stemjax.calibrate.fit import FitOptions
-from stemjax.calibrate.synthetic import score_calibration
+from stemjax.calibrate.synthetic import score_calibration, wrap_angle
 
 PIXEL = 0.2074
 
@@ -49,17 +49,12 @@ def micrograph(specimen, microscope, defect_responses):
     return image, info
 
 
-def _rotation_error(fit, truth):
-    """Rotation error modulo the 120° symmetry of the 2H projection (rad)."""
-    return (fit - truth + math.pi / 3) % (2 * math.pi / 3) - math.pi / 3
-
-
 def test_bragg_spots_give_pixel_size_and_rotation(micrograph, specimen):
     image, _ = micrograph
     est = estimate_lattice(image, PIXEL * 1.02, specimen.a)
     # the image was drawn at PIXEL; its spots say so whatever the nominal value
     assert est["pixel_size_angstrom"] == pytest.approx(PIXEL, rel=0.02)
-    err = (est["rotation_rad"] - TRUTH["rotation_rad"] + math.pi / 6) % (math.pi / 3) - math.pi / 6
+    err = wrap_angle(est["rotation_rad"] - TRUTH["rotation_rad"], math.pi / 3)  # spots: 60°
     assert abs(err) < math.radians(1.5)
 
 
@@ -137,7 +132,8 @@ def test_bad_start_fails_loudly_or_converges(micrograph, specimen, microscope, d
     except CalibrationError as err:
         assert "did not converge" in str(err)
     else:  # it may only return if it found the truth
-        assert abs(_rotation_error(res.values["rotation_rad"], TRUTH["rotation_rad"])) < 0.01
+        err = wrap_angle(res.values["rotation_rad"] - TRUTH["rotation_rad"], 2 * math.pi / 3)
+        assert abs(err) < 0.01
 
 
 def test_bad_input_is_named():
