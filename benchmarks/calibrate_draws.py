@@ -52,6 +52,69 @@ def draw_truth(rng, size):
     }
 
 
+def record(draw, seconds, truth, res, **extra):
+    """JSON-ready record of one draw: truth, fit, σ, quality, the issue-7 checks."""
+    return {
+        "draw": draw,
+        "seconds": seconds,
+        "truth": truth,
+        "fit": res.values,
+        "sigma": res.sigma,
+        "derived": res.derived,
+        "derived_sigma": res.derived_sigma,
+        "reduced_chi2": res.reduced_chi2,
+        "ambiguous": res.defocus_sign_ambiguous,
+        "outliers": len(res.outlier_sites),
+        "checks": score_calibration(truth, res),
+        "registration_delta_nll": res.registration_delta_nll,
+        "mirror_delta_nll": res.mirror_delta_nll,
+        "alternative": res.alternative,
+        **extra,
+    }
+
+
+def print_records(records, res=None):
+    """With `res` (the Calibration of the single record): its truth/fit/σ table. Without: the
+    acceptance table over `records` and the pass counts."""
+    if res is not None:
+        (r,) = records
+        truth = r["truth"]
+        print(
+            f"\n## draw {r['draw']}: {r['seconds']:.0f} s, reduced χ² {res.reduced_chi2:.3f}, "
+            f"{len(res.outlier_sites)} outlier columns, Δf sign ambiguous: "
+            f"{res.defocus_sign_ambiguous} (mirrored ΔNLL {res.mirror_delta_nll:+.2f}), "
+            f"swapped sublattice ΔBIC {res.registration_delta_nll:.0f}"
+        )
+        print("| parameter | truth | fit | σ | error/σ |\n|---|---|---|---|---|")
+        for k, t in truth.items():
+            f, s = res.values[k], res.sigma[k]
+            if k == "rotation_rad":  # the 2H projection repeats every 120°
+                err = wrap_angle(f - t, 2 * math.pi / 3)
+            elif k.startswith("origin"):
+                continue
+            else:
+                err = f - t
+            print(f"| {k} | {t:.5g} | {f:.5g} | {s:.3g} | {err / max(s, 1e-15):+.2f} |")
+        tc12 = math.hypot(truth["c12_x_angstrom"], truth["c12_y_angstrom"])
+        print(
+            f"| C12 | {tc12:.4g} | {res.derived['C12']:.4g} | "
+            f"{res.derived_sigma['C12']:.3g} | "
+            f"{(res.derived['C12'] - tc12) / max(res.derived_sigma['C12'], 1e-15):+.2f} |"
+        )
+        return
+    print("\n## Acceptance (issue 7): |error| within tolerance and within 3σ\n")
+    names = list(records[0]["checks"]) if records else []
+    print("| draw | s | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 2) + "|")
+    for r in records:
+        cells = [f"{e:+.3g} ({z:+.1f}σ){'' if ok else ' ✗'}" for e, z, ok in r["checks"].values()]
+        print(f"| {r['draw']} | {r['seconds']:.0f} | " + " | ".join(cells) + " |")
+    passed = sum(all(ok for *_, ok in r["checks"].values()) for r in records)
+    within = sum(abs(z) <= 3 for r in records for _, z, _ in r["checks"].values())
+    total = sum(len(r["checks"]) for r in records)
+    print(f"\n{passed}/{len(records)} draws meet every tolerance; {within}/{total} errors ≤ 3σ")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=5)
@@ -94,56 +157,9 @@ def main(argv=None):
             strict=False,
         )
         seconds = time.perf_counter() - t0
-        rec = {
-            "draw": d,
-            "seconds": seconds,
-            "truth": truth,
-            "fit": res.values,
-            "sigma": res.sigma,
-            "derived": res.derived,
-            "derived_sigma": res.derived_sigma,
-            "reduced_chi2": res.reduced_chi2,
-            "ambiguous": res.defocus_sign_ambiguous,
-            "outliers": len(res.outlier_sites),
-        }
-        rec["checks"] = score_calibration(truth, res)
-        rec["registration_delta_nll"] = res.registration_delta_nll
-        rec["mirror_delta_nll"] = res.mirror_delta_nll
-        rec["alternative"] = res.alternative
-        records.append(rec)
-        print(
-            f"\n## draw {d}: {seconds:.0f} s, reduced χ² {res.reduced_chi2:.3f}, "
-            f"{len(res.outlier_sites)} outlier columns, Δf sign ambiguous: "
-            f"{res.defocus_sign_ambiguous} (mirrored ΔNLL {res.mirror_delta_nll:+.2f}), "
-            f"swapped sublattice ΔBIC {res.registration_delta_nll:.0f}"
-        )
-        print("| parameter | truth | fit | σ | error/σ |\n|---|---|---|---|---|")
-        for k, t in truth.items():
-            f, s = res.values[k], res.sigma[k]
-            if k == "rotation_rad":  # the 2H projection repeats every 120°
-                err = wrap_angle(f - t, 2 * math.pi / 3)
-            elif k.startswith("origin"):
-                continue
-            else:
-                err = f - t
-            print(f"| {k} | {t:.5g} | {f:.5g} | {s:.3g} | {err / max(s, 1e-15):+.2f} |")
-        tc12 = math.hypot(truth["c12_x_angstrom"], truth["c12_y_angstrom"])
-        print(
-            f"| C12 | {tc12:.4g} | {res.derived['C12']:.4g} | "
-            f"{res.derived_sigma['C12']:.3g} | "
-            f"{(res.derived['C12'] - tc12) / max(res.derived_sigma['C12'], 1e-15):+.2f} |"
-        )
-    print("\n## Acceptance (issue 7): |error| within tolerance and within 3σ\n")
-    names = list(records[0]["checks"]) if records else []
-    print("| draw | s | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 2) + "|")
-    for r in records:
-        cells = [f"{e:+.3g} ({z:+.1f}σ){'' if ok else ' ✗'}" for e, z, ok in r["checks"].values()]
-        print(f"| {r['draw']} | {r['seconds']:.0f} | " + " | ".join(cells) + " |")
-    passed = sum(all(ok for *_, ok in r["checks"].values()) for r in records)
-    within = sum(abs(z) <= 3 for r in records for _, z, _ in r["checks"].values())
-    total = sum(len(r["checks"]) for r in records)
-    print(f"\n{passed}/{len(records)} draws meet every tolerance; {within}/{total} errors ≤ 3σ")
+        records.append(record(d, seconds, truth, res))
+        print_records(records[-1:], res)
+    print_records(records)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(records, fh, indent=1)

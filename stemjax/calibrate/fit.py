@@ -590,6 +590,13 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = best["fns"]
     mask = jnp.asarray(mask_np)
     outliers = best["uv"][outlier_index]
+    if strict:  # a misfit here stays one (the restarts and the polish move the NLL by a few
+        # units): say so now rather than after them
+        z2 = np.asarray(z2_fn(theta, start))
+        problems = _fit_problems(float(z2[mask_np].mean()), len(outlier_index) / max(n_sites, 1),
+                                 registration_delta, options)  # fmt: skip
+        if problems:
+            raise CalibrationError("calibration did not converge: " + "; ".join(problems))
 
     # --- the defocus–astigmatism ambiguity: restart from the mirrored even aberrations and
     # from the defocus on the other side of focus; move to a better one and restart from there
@@ -709,25 +716,8 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     mean, var = (np.asarray(a) for a in model_fn(theta, start))
     z2 = (image - mean) ** 2 / var
     reduced = float(z2[mask_np].mean())
-    if reduced > options.max_reduced_chi2:
-        problems.append(
-            f"the model does not fit the image: reduced χ² {reduced:.2f} > "
-            f"{options.max_reduced_chi2} (wrong material, pixel size far off, a bad start, or "
-            "strong non-affine scan distortion)"
-        )
-    if registration_delta < options.min_registration_delta:
-        problems.append(
-            f"the metal and chalcogen columns cannot be told apart: the lattice rotated by 60° "
-            f"fits almost as well (ΔBIC {registration_delta:.3g} < "
-            f"{options.min_registration_delta}); give `initial={{'rotation_rad': ...}}` or a "
-            "larger region"
-        )
     fraction = len(outlier_index) / max(n_sites, 1)
-    if fraction > options.max_outlier_fraction:
-        problems.append(
-            f"{fraction:.0%} of the columns disagree with the fitted lattice (limit "
-            f"{options.max_outlier_fraction:.0%}): the lattice is probably misregistered"
-        )
+    problems += _fit_problems(reduced, fraction, registration_delta, options)
     result = Calibration(
         values=values,
         sigma=sigma,
@@ -759,6 +749,31 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
 
         warnings.warn(message, stacklevel=3)
     return result
+
+
+def _fit_problems(reduced_chi2, outlier_fraction, registration_delta, options: FitOptions):
+    """What the fit quality says is wrong (messages for `CalibrationError`): reduced χ² too
+    high, the sublattices not told apart, too many columns off the lattice."""
+    problems = []
+    if reduced_chi2 > options.max_reduced_chi2:
+        problems.append(
+            f"the model does not fit the image: reduced χ² {reduced_chi2:.2f} > "
+            f"{options.max_reduced_chi2} (wrong material, pixel size far off, a bad start, or "
+            "strong non-affine scan distortion)"
+        )
+    if registration_delta < options.min_registration_delta:
+        problems.append(
+            f"the metal and chalcogen columns cannot be told apart: the lattice rotated by 60° "
+            f"fits almost as well (ΔBIC {registration_delta:.3g} < "
+            f"{options.min_registration_delta}); give `initial={{'rotation_rad': ...}}` or a "
+            "larger region"
+        )
+    if outlier_fraction > options.max_outlier_fraction:
+        problems.append(
+            f"{outlier_fraction:.0%} of the columns disagree with the fitted lattice (limit "
+            f"{options.max_outlier_fraction:.0%}): the lattice is probably misregistered"
+        )
+    return problems
 
 
 def _derived(phys: np.ndarray, cov: np.ndarray):

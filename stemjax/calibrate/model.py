@@ -241,9 +241,16 @@ def site_pixels(values, setup: LatticeSetup) -> jax.Array:
 
 
 def probe_microscope(values, setup: LatticeSetup) -> Microscope:
-    """The fixed microscope with the fitted C10 = −Δf, C12, φ12, C21, φ21 and source size."""
-    dtype = values["defocus_angstrom"].dtype
-    base = setup.microscope.astype(dtype)
+    """The fixed microscope of `setup` with the fitted probe parameters (`fitted_microscope`)."""
+    return fitted_microscope(values, setup.microscope)
+
+
+def fitted_microscope(values, base: Microscope) -> Microscope:
+    """`base` (energy, angles, Cs, C23 ...) with C10 = −Δf, C12, φ12, C21, φ21 and the source size
+    of `values` (the `MICROSCOPE_PARAMETERS`, units in `UNITS`): the probe a calibration
+    describes, for the simulator."""
+    dtype = jnp.asarray(values["defocus_angstrom"]).dtype
+    base = base.astype(dtype)
     c12x, c12y = values["c12_x_angstrom"], values["c12_y_angstrom"]
     c21x, c21y = values["c21_x_angstrom"], values["c21_y_angstrom"]
     # Cartesian → polar; the tiny epsilon keeps the gradient of |c| finite at c = 0.

@@ -12,7 +12,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from stemjax.calibrate.model import LatticeSetup, legendre_basis, render_signal
+from stemjax.calibrate.model import LatticeSetup, legendre_basis, render_signal, site_pixels
 
 
 def synthetic_micrograph(
@@ -55,19 +55,26 @@ def synthetic_micrograph(
     basis = legendre_basis(setup.image_shape, setup.background_order)
     if background is not None and len(basis):
         signal = signal + np.tensordot(np.asarray(background, np.float64), basis, axes=1)
-    electrons = rng.poisson(truth["dose_electrons_per_px"] * np.maximum(signal, 0.0))
-    read = truth["read_noise_electrons"] * rng.normal(size=signal.shape)
-    image = truth["gain"] * (electrons + read) + truth["offset"]
-    from stemjax.calibrate.model import site_pixels
-
+    image = detector_image(signal, truth, rng)
     uv = np.asarray(site_pixels({k: jnp.asarray(v) for k, v in truth.items()}, setup))
     if site_offsets_px is not None:
         uv = uv + site_offsets_px
-    return image.astype(np.float32), {
+    return image, {
         "site_class": site_class,
         "site_px": uv,
         "signal": signal,
     }
+
+
+def detector_image(signal, truth: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """Detector units (float32) of a clean `signal` (fraction of the beam, background included):
+    Poisson counts of `truth`'s dose (e⁻/px), Gaussian read noise (e⁻ rms), gain and offset,
+    the detector model `model.expected_signal` fits."""
+    signal = np.asarray(signal, np.float64)
+    electrons = rng.poisson(truth["dose_electrons_per_px"] * np.maximum(signal, 0.0))
+    read = truth["read_noise_electrons"] * rng.normal(size=signal.shape)
+    image = truth["gain"] * (electrons + read) + truth["offset"]
+    return image.astype(np.float32)
 
 
 def wrap_angle(angle, period):

@@ -1,0 +1,195 @@
+"""Calibration of full-multislice micrographs: does the fit's column-response model bias it?
+
+`calibrate_draws.py` scores the fit on images drawn from its own forward model (a sum of
+isolated-column multislice responses). Here the micrograph comes from stemjax's exact PRISM
+path (`stemjax.physics`) on a periodic orthogonal WSe2 supercell: inter-column interference and
+channelling across neighbours included, every image averaged over frozen-phonon configurations
+of the material's thermal rms, with 10 % of the columns defective (SeTe, SV, VW, contents from
+the specimen config). The pixel is fixed by the cell (`n` scan positions over its edge, slightly
+anisotropic: a true scan stretch η) and the lattice is unrotated (θ = 0 mod 120°); each draw
+takes a random probe (Δf, C12/φ12, C21/φ21, source size), dose, detector and background as in
+`calibrate_draws.py`. The PRISM Gram matrix of a phonon configuration does not depend on the
+aberrations, so it is computed once and reused for every draw.
+
+`calibrate` then starts from a nominal pixel size ±3 % off with no rotation given, computes
+its own column responses (default 4 frozen phonons) and fits. Prints the acceptance table of
+`calibrate_draws.py`.
+
+    python benchmarks/calibrate_multislice.py --draws 4 --phonons 8 [--json out.json]
+"""
+
+import argparse
+import json
+import platform
+import time
+import warnings
+
+import ase.build
+import jax
+import jax.numpy as jnp
+import numpy as np
+from calibrate_draws import draw_truth, print_records, record
+
+from stemjax.calibrate import calibrate
+from stemjax.calibrate.model import fitted_microscope, legendre_basis
+from stemjax.calibrate.synthetic import detector_image
+from stemjax.microscope_prior import load_microscope_prior, mean_microscope
+from stemjax.physics.adf import (
+    finish_image,
+    plan_geometry,
+    prism_gram,
+    prism_probe_coefficients,
+    scan_positions,
+    transmission_functions,
+)
+from stemjax.physics.prism import prism_signal
+from stemjax.specimen import load_specimen_config
+from stemjax.specimen.materials import unit_cell
+
+#: Height (Å) of the metal plane above the cell's entrance surface; cell thickness twice that.
+Z_OFFSET = 3.0
+
+
+def supercell_columns(spec, repeats):
+    """Metal sites and chalcogen-column xy (Å) of an orthogonal a × √3a supercell repeated
+    `repeats` times, a1 along x, a metal site at the origin; and the cell extent (Å)."""
+    ortho = ase.build.make_supercell(unit_cell(spec), [[1, 0, 0], [1, 2, 0], [0, 0, 1]])
+    cell = ortho.repeat((*repeats, 1))
+    extent = (float(cell.cell[0, 0]), float(cell.cell[1, 1]))
+    metal_symbol = spec.metal[0].element
+    xy = np.round(cell.positions[:, :2], 6) % np.array(extent)
+    is_metal = np.array(cell.get_chemical_symbols()) == metal_symbol
+    chalc = np.unique(xy[~is_metal], axis=0)  # two chalcogens per column
+    metal = xy[is_metal]
+    return metal, chalc, extent
+
+
+def defective_atoms(spec, metal, chalc, classes, fraction, rng):
+    """(xy (N, 2) Å, z (N,) Å from the metal plane, elements (N,)) of the supercell with a
+    `fraction` of the columns replaced by a random one of `classes` of their sublattice."""
+    contents = {"metal": list(spec.metal), "chalcogen": list(spec.chalcogen)}
+    options = {"metal": [], "chalcogen": []}
+    for d in spec.defects:
+        if d.name in classes:
+            options[d.sublattice].append(list(d.content))
+    xy, z, el, counts = [], [], [], {}
+    for sub, sites in (("metal", metal), ("chalcogen", chalc)):
+        for site in sites:
+            content = contents[sub]
+            if options[sub] and rng.random() < fraction:
+                k = int(rng.integers(len(options[sub])))
+                content = options[sub][k]
+                counts[k, sub] = counts.get((k, sub), 0) + 1
+            for slot in content:
+                xy.append(site)
+                z.append(slot.z)
+                el.append(slot.element)
+    return np.array(xy), np.array(z), np.array(el), counts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--draws", type=int, default=4)
+    ap.add_argument("--phonons", type=int, default=8, help="configurations of the reference")
+    ap.add_argument("--repeats", type=int, nargs=2, default=(6, 4), help="orthogonal cells")
+    ap.add_argument("--pixel", type=float, default=0.2074, help="target scan pixel (Å)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    spec = load_specimen_config("wse2te")
+    base = mean_microscope(load_microscope_prior("wse2te"))
+    rng = np.random.default_rng(args.seed)
+
+    metal, chalc, extent = supercell_columns(spec, args.repeats)
+    xy, z, elements, counts = defective_atoms(spec, metal, chalc, ("SeTe", "SV", "VW"), 0.1, rng)
+    numbers = np.array([ase.data.atomic_numbers[e] for e in elements])
+    rms = np.array([spec.thermal_rms[e] for e in elements])
+    shape = tuple(int(round(L / args.pixel)) for L in extent)
+    # plan_geometry takes n = ceil(L / s) positions per axis: one s valid for both axes.
+    s = max(L / n for L, n in zip(extent, shape, strict=True))
+    geometry = plan_geometry(
+        extent,
+        z + Z_OFFSET,
+        numbers,
+        base,
+        scan_sampling=s,
+        cell_thickness=2 * Z_OFFSET,
+        method="prism",
+    )
+    assert geometry.output_gpts == shape, (geometry.output_gpts, shape)
+    px = [L / n for L, n in zip(extent, shape, strict=True)]
+    pixel = 2.0 / (1.0 / px[0] + 1.0 / px[1])  # mean of the scan's two scales (model.py)
+    stretch = (px[1] - px[0]) / (px[0] + px[1])
+    print(
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__} "
+        f"{jax.default_backend()}; {extent[0]:.2f} × {extent[1]:.2f} Å cell, {len(xy)} atoms, "
+        f"defective columns {sum(counts.values())}/{len(metal) + len(chalc)}; image {shape} px "
+        f"at {px[0]:.5f} × {px[1]:.5f} Å (p {pixel:.5f}, η {stretch:+.5f}); "
+        f"{geometry.gpts} potential grid × {geometry.oversampling}, {args.phonons} phonon configs"
+    )
+
+    numbers_j = jnp.asarray(numbers)
+    mask = jnp.ones(len(numbers), bool)
+    gram_of = jax.jit(
+        lambda pos: prism_gram(
+            transmission_functions(pos, numbers_j, mask, base.energy, geometry), base, geometry
+        )
+    )
+    t0 = time.perf_counter()
+    grams = []
+    for _ in range(args.phonons):
+        pos = np.concatenate([xy + rng.normal(size=xy.shape) * rms[:, None], z[:, None]], 1)
+        pos[:, 2] += Z_OFFSET
+        grams.append(gram_of(jnp.asarray(pos, jnp.float32)))
+    jax.block_until_ready(grams)
+    t_gram = time.perf_counter() - t0
+    scan = scan_positions(geometry, jnp.float32)
+
+    @jax.jit
+    def clean_image(values):
+        mic = fitted_microscope(values, base).astype(jnp.float32)
+        coef, beam_k = prism_probe_coefficients(mic, geometry, jnp.complex64)
+        image = sum(prism_signal(g, coef, beam_k, scan, geometry.chunk) for g in grams)
+        image = image.reshape(geometry.scan_gpts) / len(grams)
+        return finish_image(image, mic.source_size, geometry)
+
+    print(f"# reference: {t_gram:.0f} s for {args.phonons} PRISM Gram matrices")
+    records = []
+    basis = legendre_basis(shape, 2)
+    for d in range(args.draws):
+        truth = draw_truth(rng, min(shape))
+        truth.update(
+            origin_x_px=0.0,
+            origin_y_px=0.0,
+            rotation_rad=0.0,
+            pixel_size_angstrom=pixel,
+            stretch=stretch,
+            shear=0.0,
+        )
+        signal = np.asarray(clean_image({k: jnp.float32(v) for k, v in truth.items()}))
+        signal = signal + np.tensordot(rng.normal(0, 0.001, len(basis)), basis, axes=1)
+        image = detector_image(signal, truth, rng)
+        nominal = pixel * (1 + rng.uniform(-0.03, 0.03))
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = calibrate(image, nominal, specimen=spec, microscope=base, strict=False)
+        seconds = time.perf_counter() - t0
+        records.append(
+            record(
+                d, seconds, truth, res,
+                nominal_pixel=nominal,
+                warnings=[str(w.message) for w in caught],
+            )
+        )  # fmt: skip
+        print_records(records[-1:], res)
+        for w in records[-1]["warnings"]:
+            print(f"warning: {w}")
+    print_records(records)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(records, fh, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
