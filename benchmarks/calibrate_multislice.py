@@ -15,7 +15,8 @@ aberrations, so it is computed once and reused for every draw.
 its own column responses (default 4 frozen phonons) and fits. Prints the acceptance table of
 `calibrate_draws.py`.
 
-    python benchmarks/calibrate_multislice.py --draws 4 --phonons 8 [--json out.json]
+    python benchmarks/calibrate_multislice.py --draws 4 --phonons 32 [--json out.json]
+    python benchmarks/calibrate_multislice.py --phonons 0 --fit-phonons 0   (static lattice)
 """
 
 import argparse
@@ -90,7 +91,12 @@ def defective_atoms(spec, metal, chalc, classes, fraction, rng):
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--draws", type=int, default=4)
-    ap.add_argument("--phonons", type=int, default=8, help="configurations of the reference")
+    ap.add_argument(
+        "--phonons", type=int, default=32, help="configurations of the reference (0: static)"
+    )
+    ap.add_argument(
+        "--fit-phonons", type=int, default=4, help="configurations of the fit's column responses"
+    )
     ap.add_argument("--repeats", type=int, nargs=2, default=(6, 4), help="orthogonal cells")
     ap.add_argument("--pixel", type=float, default=0.2074, help="target scan pixel (Å)")
     ap.add_argument("--seed", type=int, default=0)
@@ -137,8 +143,9 @@ def main(argv=None):
     )
     t0 = time.perf_counter()
     grams = []
-    for _ in range(args.phonons):
-        pos = np.concatenate([xy + rng.normal(size=xy.shape) * rms[:, None], z[:, None]], 1)
+    for _ in range(max(args.phonons, 1)):
+        jitter = rng.normal(size=xy.shape) * rms[:, None] if args.phonons else 0.0
+        pos = np.concatenate([xy + jitter, z[:, None]], 1)
         pos[:, 2] += Z_OFFSET
         grams.append(gram_of(jnp.asarray(pos, jnp.float32)))
     jax.block_until_ready(grams)
@@ -153,7 +160,10 @@ def main(argv=None):
         image = image.reshape(geometry.scan_gpts) / len(grams)
         return finish_image(image, mic.source_size, geometry)
 
-    print(f"# reference: {t_gram:.0f} s for {args.phonons} PRISM Gram matrices")
+    print(
+        f"# reference: {t_gram:.0f} s for {len(grams)} PRISM Gram matrices; the fit's column "
+        f"responses average {args.fit_phonons} configurations"
+    )
     records = []
     basis = legendre_basis(shape, 2)
     for d in range(args.draws):
@@ -173,7 +183,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = calibrate(image, nominal, specimen=spec, microscope=base, strict=False)
+            res = calibrate(image, nominal, specimen=spec, microscope=base, strict=False,
+                            frozen_phonons=args.fit_phonons)  # fmt: skip
         seconds = time.perf_counter() - t0
         records.append(
             record(

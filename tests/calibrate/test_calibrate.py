@@ -123,7 +123,7 @@ def test_calibration_exports_a_microscope_prior(ambiguous, tmp_path):
 
 
 def test_bad_start_fails_loudly_or_converges(micrograph, specimen, microscope, defect_responses):
-    image, _ = micrograph
+    image = micrograph[0][:56, :56]  # a corner holding the origin (CI time)
     start = {"rotation_rad": TRUTH["rotation_rad"] + math.radians(20), "pixel_size_angstrom": PIXEL}
     try:
         short = FitOptions(candidate_steps=40, adam_steps=40, lbfgs_steps=30)
