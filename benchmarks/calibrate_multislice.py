@@ -8,8 +8,9 @@ of the material's thermal rms, with 10 % of the columns defective (SeTe, SV, VW,
 the specimen config). The pixel is fixed by the cell (`n` scan positions over its edge, slightly
 anisotropic: a true scan stretch η) and the lattice is unrotated (θ = 0 mod 120°); each draw
 takes a random probe (Δf, C12/φ12, C21/φ21, source size), dose, detector and background as in
-`calibrate_draws.py`. The PRISM Gram matrix of a phonon configuration does not depend on the
-aberrations, so it is computed once and reused for every draw.
+`calibrate_draws.py`. The ADF signal is a quadratic form in the PRISM Gram matrix, which does
+not depend on the aberrations: the configurations' Gram matrices are averaged once and every
+draw's frozen-phonon image is that one quadratic form.
 
 `calibrate` then starts from a nominal pixel size ±3 % off with no rotation given, computes
 its own column responses (default 4 frozen phonons) and fits. Prints the acceptance table of
@@ -32,7 +33,7 @@ import numpy as np
 from calibrate_draws import draw_truth, print_records, record
 
 from stemjax.calibrate import calibrate
-from stemjax.calibrate.model import fitted_microscope, legendre_basis
+from stemjax.calibrate.model import METAL_PLANE_DEPTH_A, fitted_microscope, legendre_basis
 from stemjax.calibrate.synthetic import detector_image
 from stemjax.microscope_prior import load_microscope_prior, mean_microscope
 from stemjax.physics.adf import (
@@ -46,9 +47,6 @@ from stemjax.physics.adf import (
 from stemjax.physics.prism import prism_signal
 from stemjax.specimen import load_specimen_config
 from stemjax.specimen.materials import unit_cell
-
-#: Height (Å) of the metal plane above the cell's entrance surface; cell thickness twice that.
-Z_OFFSET = 3.0
 
 
 def supercell_columns(spec, repeats):
@@ -66,26 +64,26 @@ def supercell_columns(spec, repeats):
 
 
 def defective_atoms(spec, metal, chalc, classes, fraction, rng):
-    """(xy (N, 2) Å, z (N,) Å from the metal plane, elements (N,)) of the supercell with a
-    `fraction` of the columns replaced by a random one of `classes` of their sublattice."""
+    """(xy (N, 2) Å, z (N,) Å from the metal plane, elements (N,), number of defective columns)
+    of the supercell with a `fraction` of the columns replaced by a random one of `classes` of
+    their sublattice."""
     contents = {"metal": list(spec.metal), "chalcogen": list(spec.chalcogen)}
     options = {"metal": [], "chalcogen": []}
     for d in spec.defects:
         if d.name in classes:
             options[d.sublattice].append(list(d.content))
-    xy, z, el, counts = [], [], [], {}
+    xy, z, el, n_defective = [], [], [], 0
     for sub, sites in (("metal", metal), ("chalcogen", chalc)):
         for site in sites:
             content = contents[sub]
             if options[sub] and rng.random() < fraction:
-                k = int(rng.integers(len(options[sub])))
-                content = options[sub][k]
-                counts[k, sub] = counts.get((k, sub), 0) + 1
+                content = options[sub][int(rng.integers(len(options[sub])))]
+                n_defective += 1
             for slot in content:
                 xy.append(site)
                 z.append(slot.z)
                 el.append(slot.element)
-    return np.array(xy), np.array(z), np.array(el), counts
+    return np.array(xy), np.array(z), np.array(el), n_defective
 
 
 def main(argv=None):
@@ -107,30 +105,33 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
 
     metal, chalc, extent = supercell_columns(spec, args.repeats)
-    xy, z, elements, counts = defective_atoms(spec, metal, chalc, ("SeTe", "SV", "VW"), 0.1, rng)
+    xy, z, elements, n_defective = defective_atoms(
+        spec, metal, chalc, ("SeTe", "SV", "VW"), 0.1, rng
+    )
     numbers = np.array([ase.data.atomic_numbers[e] for e in elements])
     rms = np.array([spec.thermal_rms[e] for e in elements])
     shape = tuple(int(round(L / args.pixel)) for L in extent)
     # plan_geometry takes n = ceil(L / s) positions per axis: one s valid for both axes.
-    s = max(L / n for L, n in zip(extent, shape, strict=True))
+    scan_sampling_A = max(L / n for L, n in zip(extent, shape, strict=True))
     geometry = plan_geometry(
         extent,
-        z + Z_OFFSET,
+        z + METAL_PLANE_DEPTH_A,
         numbers,
         base,
-        scan_sampling=s,
-        cell_thickness=2 * Z_OFFSET,
+        scan_sampling=scan_sampling_A,
+        cell_thickness=2 * METAL_PLANE_DEPTH_A,
         method="prism",
     )
     assert geometry.output_gpts == shape, (geometry.output_gpts, shape)
-    px = [L / n for L, n in zip(extent, shape, strict=True)]
-    pixel = 2.0 / (1.0 / px[0] + 1.0 / px[1])  # mean of the scan's two scales (model.py)
-    stretch = (px[1] - px[0]) / (px[0] + px[1])
+    axis_pixel_A = [L / n for L, n in zip(extent, shape, strict=True)]
+    # model.lattice_matrix: 1/p is the mean of the axes' 1/p_i, η their relative difference
+    pixel_A = 2.0 / (1.0 / axis_pixel_A[0] + 1.0 / axis_pixel_A[1])
+    stretch = (axis_pixel_A[1] - axis_pixel_A[0]) / (axis_pixel_A[0] + axis_pixel_A[1])
     print(
         f"# {platform.processor() or platform.machine()}, jax {jax.__version__} "
         f"{jax.default_backend()}; {extent[0]:.2f} × {extent[1]:.2f} Å cell, {len(xy)} atoms, "
-        f"defective columns {sum(counts.values())}/{len(metal) + len(chalc)}; image {shape} px "
-        f"at {px[0]:.5f} × {px[1]:.5f} Å (p {pixel:.5f}, η {stretch:+.5f}); "
+        f"defective columns {n_defective}/{len(metal) + len(chalc)}; image {shape} px at "
+        f"{axis_pixel_A[0]:.5f} × {axis_pixel_A[1]:.5f} Å (p {pixel_A:.5f}, η {stretch:+.5f}); "
         f"{geometry.gpts} potential grid × {geometry.oversampling}, {args.phonons} phonon configs"
     )
 
@@ -142,26 +143,27 @@ def main(argv=None):
         )
     )
     t0 = time.perf_counter()
-    grams = []
-    for _ in range(max(args.phonons, 1)):
+    n_configs = max(args.phonons, 1)
+    gram = 0.0
+    for _ in range(n_configs):
         jitter = rng.normal(size=xy.shape) * rms[:, None] if args.phonons else 0.0
-        pos = np.concatenate([xy + jitter, z[:, None]], 1)
-        pos[:, 2] += Z_OFFSET
-        grams.append(gram_of(jnp.asarray(pos, jnp.float32)))
-    jax.block_until_ready(grams)
+        pos = np.concatenate([xy + jitter, z[:, None] + METAL_PLANE_DEPTH_A], 1)
+        gram = gram + gram_of(jnp.asarray(pos, jnp.float32)) / n_configs
+    gram = jax.block_until_ready(gram)
     t_gram = time.perf_counter() - t0
     scan = scan_positions(geometry, jnp.float32)
 
     @jax.jit
-    def clean_image(values):
+    def clean_image(values, gram):
+        """Frozen-phonon ADF image (fraction of the beam) under `values`' probe: the signal is
+        c^H M c*, linear in M, so the averaged Gram matrix gives the configurations' mean."""
         mic = fitted_microscope(values, base).astype(jnp.float32)
         coef, beam_k = prism_probe_coefficients(mic, geometry, jnp.complex64)
-        image = sum(prism_signal(g, coef, beam_k, scan, geometry.chunk) for g in grams)
-        image = image.reshape(geometry.scan_gpts) / len(grams)
-        return finish_image(image, mic.source_size, geometry)
+        image = prism_signal(gram, coef, beam_k, scan, geometry.chunk)
+        return finish_image(image.reshape(geometry.scan_gpts), mic.source_size, geometry)
 
     print(
-        f"# reference: {t_gram:.0f} s for {len(grams)} PRISM Gram matrices; the fit's column "
+        f"# reference: {t_gram:.0f} s for {n_configs} PRISM Gram matrices; the fit's column "
         f"responses average {args.fit_phonons} configurations"
     )
     records = []
@@ -172,14 +174,14 @@ def main(argv=None):
             origin_x_px=0.0,
             origin_y_px=0.0,
             rotation_rad=0.0,
-            pixel_size_angstrom=pixel,
+            pixel_size_angstrom=pixel_A,
             stretch=stretch,
             shear=0.0,
         )
-        signal = np.asarray(clean_image({k: jnp.float32(v) for k, v in truth.items()}))
+        signal = np.asarray(clean_image({k: jnp.float32(v) for k, v in truth.items()}, gram))
         signal = signal + np.tensordot(rng.normal(0, 0.001, len(basis)), basis, axes=1)
         image = detector_image(signal, truth, rng)
-        nominal = pixel * (1 + rng.uniform(-0.03, 0.03))
+        nominal = pixel_A * (1 + rng.uniform(-0.03, 0.03))
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

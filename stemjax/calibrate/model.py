@@ -79,6 +79,9 @@ UNITS = {
     "offset": "detector units",
     "read_noise_electrons": "e⁻",
 }
+#: Depth (Å) of the metal plane below the entrance surface in the column-response simulations:
+#: the defocus is referred to the entrance surface, so a reference simulation must use it too.
+METAL_PLANE_DEPTH_A = 3.0
 #: Quantities fitted on a log scale (positive by construction).
 LOG_PARAMETERS = frozenset({"pixel_size_angstrom", "dose_electrons_per_px", "gain"})
 #: Quantities fitted through their square (the read noise through its variance r², e⁻²): on a
@@ -158,7 +161,7 @@ def column_responses(
     oversampling: int | None = None,
     cell_extent: float = 16.0,
     potential_sampling: float = 0.05,
-    z_offset: float = 3.0,
+    z_offset: float = METAL_PLANE_DEPTH_A,
 ) -> tuple[ColumnResponses, tuple[str, ...]]:
     """Multislice responses of the pristine columns and of `classes` (defect names), sampled at
     `pixel_size` (Å). Returns the responses (type_of indexed [sublattice, k], k = 0 pristine,
