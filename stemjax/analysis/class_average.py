@@ -64,10 +64,16 @@ def _robust_normalise(image: np.ndarray) -> np.ndarray:
     return (image - med) / scale
 
 
-def _sample(coeffs: np.ndarray, centres_px: np.ndarray, offsets_px: np.ndarray) -> np.ndarray:
-    """(n, S, S) crops: spline coefficients sampled at centre (y, x) + offset grid (px)."""
-    rows = centres_px[:, 0, None, None] + offsets_px[None, :, None]
-    cols = centres_px[:, 1, None, None] + offsets_px[None, None, :]
+def _sample(
+    coeffs: np.ndarray, centres_px: np.ndarray, offsets_px: np.ndarray, angles_rad: np.ndarray
+) -> np.ndarray:
+    """(n, S, S) crops: spline coefficients sampled at centre (y, x) + offset grid (px), the
+    grid rotated by each crop's angle (from +x towards +y): the crop's +x axis runs along the
+    image direction `angle`."""
+    oy, ox = offsets_px[None, :, None], offsets_px[None, None, :]
+    c, s = np.cos(angles_rad)[:, None, None], np.sin(angles_rad)[:, None, None]
+    rows = centres_px[:, 0, None, None] + s * ox + c * oy
+    cols = centres_px[:, 1, None, None] + c * ox - s * oy
     rows, cols = np.broadcast_arrays(rows, cols)
     out = ndimage.map_coordinates(
         coeffs, [rows.ravel(), cols.ravel()], order=3, mode="mirror", prefilter=False
@@ -116,6 +122,7 @@ def class_averages(
     max_shift_px: float = 1.0,
     normalise: Literal["image", "crop"] = "image",
     classes: Any = None,
+    rotation_rad: Mapping[str, float] | None = None,
     cache_bytes: int = 2**30,
 ) -> dict[str, ClassAverage]:
     """Average the isolated defects of each class into a (2m+1)² image, m = ⌊radius / pixel⌋.
@@ -135,6 +142,10 @@ def class_averages(
     others (`_align_shifts`), the total offset bounded to ±`max_shift_px` source px; 0 trusts
     the table's positions. Crops are made in chunks; the images' spline coefficients (8 B/px)
     are kept between passes up to `cache_bytes`, the rest recomputed on each pass.
+    rotation_rad: image_id -> angle (rad, from +x towards +y) that becomes the crops' +x axis,
+    e.g. each micrograph's lattice orientation (`Prediction.fields.lattice_angle_deg`), so
+    crops from micrographs with different scan or lattice rotations average in one lattice
+    frame instead of blurring into rings; None keeps the image frame.
     Classes: those of `classes` (DefectRegistry, pairs or names) or those in `defects`, in
     class_id order; a class without usable crops gets count 0 and NaN images.
     """
@@ -153,6 +164,12 @@ def class_averages(
         raise ValueError(f"defects of images {missing[:5]} not in `images`")
     names = classes_in_table(defects) if classes is None else class_names(classes)
     margin_px = max_shift_px if refine_iterations > 0 else 0.0
+    angles = {}
+    for image_id in set(ids):
+        angle = 0.0 if rotation_rad is None else rotation_rad.get(image_id, np.nan)
+        if not np.isfinite(angle):
+            raise ValueError(f"rotation_rad has no finite angle for image {image_id!r}")
+        angles[image_id] = float(angle)
 
     # candidates: scored and isolated, per image
     candidates = []
@@ -177,7 +194,9 @@ def class_averages(
     jobs, index, scale = [], {n: [] for n in names}, {n: [] for n in names}
     for image_id, ps, idx, yx, cls in candidates:
         h, w = np.shape(images[image_id][0])[:2]
-        reach = m * p_out / ps + margin_px
+        # a rotated crop reaches √2 × its half-width along the diagonals
+        corner = 1.0 if rotation_rad is None else np.sqrt(2.0)
+        reach = corner * m * p_out / ps + margin_px
         inside = (yx >= reach).all(1) & (yx[:, 0] <= h - 1 - reach) & (yx[:, 1] <= w - 1 - reach)
         per_class = {}
         for name in names:
@@ -213,19 +232,29 @@ def class_averages(
         return coeffs
 
     def crops_stream():
-        """Yield (class, rows, crops) over all images, in chunks of about 2²⁰ samples."""
+        """Yield (class, rows, crops, angle) over all images, in chunks of about 2²⁰ samples."""
         for image_id, ps, per_class in jobs:
             coeffs = spline(image_id)
             for name, (rows, yx) in per_class.items():
                 for a in range(0, len(rows), chunk):
                     r = rows[a : a + chunk]
-                    crops = _sample(coeffs, yx[a : a + chunk] + shifts[name][r], offsets_A / ps)
-                    yield name, r, _zscore(crops) if normalise == "crop" else crops
+                    crops = _sample(
+                        coeffs,
+                        yx[a : a + chunk] + shifts[name][r],
+                        offsets_A / ps,
+                        np.full(len(r), angles[image_id]),
+                    )
+                    yield (
+                        name,
+                        r,
+                        _zscore(crops) if normalise == "crop" else crops,
+                        angles[image_id],
+                    )
 
     def sums():
         total = {n: np.zeros((s, s)) for n in names}
         square = {n: np.zeros((s, s)) for n in names}
-        for name, _, crops in crops_stream():
+        for name, _, crops, _ in crops_stream():
             total[name] += crops.sum(0)
             square[name] += (crops**2).sum(0)
         return total, square
@@ -234,10 +263,15 @@ def class_averages(
     refine = [n for n in names if counts[n] >= 2]
     for _ in range(int(refine_iterations) if s >= 3 else 0):
         steps = {n: np.zeros((counts[n], 2)) for n in refine}
-        for name, rows, crops in crops_stream():
+        for name, rows, crops, angle in crops_stream():
             if name in steps:
                 bound = max_shift_px / scale[name][rows].min()
                 step = _align_shifts(crops, total[name], counts[name], bound)
+                # crop (dy, dx) → image (dy, dx): rotate by the crop's angle, then to source px
+                c, s_ = np.cos(angle), np.sin(angle)
+                step = np.stack(
+                    [s_ * step[:, 1] + c * step[:, 0], c * step[:, 1] - s_ * step[:, 0]], 1
+                )
                 steps[name][rows] = step * scale[name][rows, None]
         for name in refine:
             shifts[name] = np.clip(shifts[name] + steps[name], -max_shift_px, max_shift_px)

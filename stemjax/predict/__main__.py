@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             "pixel_size_A": model.pixel_size_A,
             "classes": list(model.registry.defect_names),
         },
-        "images": result.fields.reset_index().to_dict(orient="records"),
+        "images": json.loads(result.fields.reset_index().to_json(orient="records")),  # NaN → null
         "n_defects": int(len(result.defects)),
         "n_sites": int(len(result.sites)),
         "counts": {k: int(v) for k, v in result.defects["class_name"].value_counts().items()},

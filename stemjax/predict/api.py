@@ -31,7 +31,12 @@ from stemjax.io import (
     resample_to_pixel_size,
 )
 from stemjax.predict.inference import predict_tiles
-from stemjax.predict.sites import assign_sublattices, complete_sites, find_columns
+from stemjax.predict.sites import (
+    assign_sublattices,
+    complete_sites,
+    find_columns,
+    lattice_orientation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,10 @@ class Prediction:
     at the peak, 0..1; sublattice of the class). sites: DataFrame of all lattice sites (atomic
     columns, including those of defects), columns SITE_COLUMNS. fields: DataFrame indexed by
     image_id with height_px, width_px, pixel_size_A (Å/px), edge_px (the dropped border band,
-    micrograph px: per-nm² densities use the area inside it), path. registry: the model's classes.
+    micrograph px: per-nm² densities use the area inside it), path, lattice_angle_deg (direction
+    of the metal → chalcogen bonds in the image, from +x towards +y, modulo 120°; NaN without a
+    lattice) and lattice_coherence (0–1, see `sites.lattice_orientation`). registry: the model's
+    classes.
     """
 
     defects: pd.DataFrame
@@ -72,13 +80,30 @@ class Prediction:
 
         return concentrations(self.defects, self.sites, self.registry, self.fields, **kwargs)
 
-    def class_averages(self, **kwargs):
+    def class_averages(self, frame: str = "lattice", **kwargs):
         """Class-averaged images of isolated defects (see `stemjax.analysis.class_averages`);
-        needs the images (kept unless predict(..., keep_images=False))."""
+        needs the images (kept unless predict(..., keep_images=False)).
+
+        frame: 'lattice' (default) rotates each micrograph's crops by its lattice orientation
+        (`fields.lattice_angle_deg`) so the metal → chalcogen bonds run along +x, 120° and
+        240° in every average, whatever the scan rotation of each micrograph; 'image' keeps
+        each micrograph's own axes (only meaningful when they all share one orientation).
+        """
         from stemjax.analysis import class_averages
 
         if not self.images:
             raise ValueError("class_averages needs the images: predict(..., keep_images=True)")
+        if frame not in ("lattice", "image"):
+            raise ValueError(f"frame = {frame!r} must be 'lattice' or 'image'")
+        if frame == "lattice":
+            angle = self.fields["lattice_angle_deg"]
+            bad = [str(i) for i in angle.index[~np.isfinite(angle.to_numpy(float))]]
+            if bad:
+                raise ValueError(
+                    f"images {bad[:5]} show no lattice orientation (lattice_angle_deg NaN); "
+                    "use frame='image' or leave them out"
+                )
+            kwargs["rotation_rad"] = {str(k): np.deg2rad(v) for k, v in angle.items()}
         return class_averages(self.images, self.defects, classes=self.registry, **kwargs)
 
 
@@ -199,6 +224,7 @@ def predict(
         )
         keep = interior(site_pts)
         site_pts, site_sub = site_pts[keep], site_sub[keep]
+        angle_rad, coherence = lattice_orientation(site_pts, site_sub, model.pixel_size_A)
         scale = model.pixel_size_A / mic.pixel_size_A  # model px → micrograph px
         defects.append(
             pd.DataFrame(
@@ -238,6 +264,8 @@ def predict(
                 "pixel_size_A": mic.pixel_size_A,
                 "edge_px": edge_A / mic.pixel_size_A,
                 "path": str(mic.path) if mic.path else "",
+                "lattice_angle_deg": np.rad2deg(angle_rad),
+                "lattice_coherence": coherence,
             }
         )
         if keep_images:

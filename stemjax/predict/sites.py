@@ -88,6 +88,62 @@ def find_columns(
     return pts, img[rows, cols]
 
 
+BOND_A = (1.4, 2.5)
+"""Range (Å) of projected metal–chalcogen bond lengths (1.9 Å in WSe2, 1.8–2.1 Å in the 2H
+MX2 family); same-sublattice neighbours sit a ≈ 3.2–3.5 Å apart, outside it."""
+
+
+def _bond_phases(pts: np.ndarray, pixel_size_A: float, bond_A=BOND_A):
+    """Per column: z = Σ over neighbours within `bond_A` (Å) of exp(3iφ), φ the angle of the
+    column → neighbour vector in the image (atan2(Δrow, Δcol): from +x towards +y, y down),
+    and the number of those neighbours."""
+    lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
+    pairs = cKDTree(pts).query_pairs(hi, output_type="ndarray")
+    d = pts[pairs[:, 1]] - pts[pairs[:, 0]]
+    length = np.hypot(d[:, 0], d[:, 1])
+    pairs, d = pairs[length >= lo], d[length >= lo]
+    phase = np.exp(3j * np.arctan2(d[:, 0], d[:, 1]))
+    z = np.zeros(len(pts), complex)
+    np.add.at(z, pairs[:, 0], phase)
+    np.add.at(z, pairs[:, 1], -phase)  # the reverse vector: φ + 180° → e^{3iφ} · (−1)
+    count = np.bincount(pairs.ravel(), minlength=len(pts))
+    return z, count
+
+
+def lattice_orientation(
+    points_px: np.ndarray,
+    sublattice: np.ndarray,
+    pixel_size_A: float,
+    bond_A: tuple[float, float] = BOND_A,
+) -> tuple[float, float]:
+    """In-plane orientation of a 2H honeycomb from its columns and their sublattices.
+
+    Returns (angle_rad, coherence). angle_rad in [0, 2π/3): direction of the metal → chalcogen
+    bonds in the image (from +x towards +y, y down; the other two bonds at +120°, +240°), so
+    rotating a crop by it puts every micrograph's lattice in one frame (the projected motif is
+    three-fold, so the angle is defined modulo 120°, not 60° as from Bragg spots alone).
+    coherence: |mean bond phasor| in [0, 1]: ≈ 1 for a single-crystal lattice with correct
+    sublattice names, near 0 for no lattice, mixed grains or swapped names.
+    Columns on neither of `SUBLATTICES` are ignored.
+    """
+    from stemjax.specimen.materials import SUBLATTICES
+
+    pts = np.asarray(points_px, np.float64).reshape(-1, 2)
+    sign = np.select(
+        [np.asarray(sublattice) == SUBLATTICES[0], np.asarray(sublattice) == SUBLATTICES[1]],
+        [1.0, -1.0],
+        0.0,
+    )
+    if len(pts) < 2 or not sign.any():
+        return float("nan"), 0.0
+    z, count = _bond_phases(pts, pixel_size_A, bond_A)
+    total = np.sum(sign * z)  # a chalcogen → metal bond: −e^{3i(φ+π)} = e^{3iφ}
+    n = np.sum(np.abs(sign) * count)
+    if n == 0:
+        return float("nan"), 0.0
+    return float((np.angle(total) / 3) % (2 * np.pi / 3)), float(abs(total) / n)
+
+
 def assign_sublattices(
     points_px: np.ndarray,
     values: np.ndarray,
@@ -95,7 +151,7 @@ def assign_sublattices(
     brightness: dict[str, float],
     defect_points_px: np.ndarray | None = None,
     defect_sublattices: np.ndarray | None = None,
-    bond_A: tuple[float, float] = (1.4, 2.5),
+    bond_A: tuple[float, float] = BOND_A,
 ) -> np.ndarray:
     """Sublattice name per column, from the lattice geometry.
 
@@ -114,15 +170,7 @@ def assign_sublattices(
     names = sorted(brightness, key=brightness.get)  # (dim, bright)
     if len(pts) < 2:
         return np.full(len(pts), names[1], dtype=object)
-    lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
-    pairs = cKDTree(pts).query_pairs(hi, output_type="ndarray")
-    d = pts[pairs[:, 1]] - pts[pairs[:, 0]]
-    length = np.hypot(d[:, 0], d[:, 1])
-    pairs, d = pairs[length >= lo], d[length >= lo]
-    phase = np.exp(3j * np.arctan2(d[:, 0], d[:, 1]))  # angle of (row, col) vectors
-    z = np.zeros(len(pts), complex)
-    np.add.at(z, pairs[:, 0], phase)
-    np.add.at(z, pairs[:, 1], -phase)  # the reverse vector: φ + 180° → e^{3iφ} · (−1)
+    z, _ = _bond_phases(pts, pixel_size_A, bond_A)
     g = np.sqrt(np.sum(z**2))
     score = np.real(z * np.conj(g / max(abs(g), 1e-12)))
     side = score > 0

@@ -150,3 +150,53 @@ def test_edge_band_and_the_models_threshold():
     assert full.concentrations()["area_nm2"].iloc[0] == pytest.approx((256 * PX) ** 2 / 100)
     model.decode_threshold = 1.0  # strict >: no peak passes (the fixture's reach p_def = 1)
     assert len(predict(model, image, **kw).defects) == 0
+
+
+def test_lattice_orientation_and_class_averages_in_the_lattice_frame():
+    """fields.lattice_angle_deg is the metal → chalcogen bond direction (30° in the fixture's
+    honeycomb, modulo 120°) and follows a 90° turn of the micrograph; class averages in the
+    lattice frame of a micrograph and of its turned copy agree, in the image frame they do not."""
+    from stemjax.analysis import class_averages
+
+    image, _ = synthetic_micrograph(300, PX, n_defects=30, seed=5)
+    turned = np.rot90(image)  # (row, col) → (W−1−col, row): directions turn by −90°
+    result = predict(
+        FixtureModel(), [image, turned], pixel_size_A=PX, image_ids=["a", "b"], progress=False
+    )
+    angle, coherence = result.fields["lattice_angle_deg"], result.fields["lattice_coherence"]
+    assert angle["a"] == pytest.approx(30.0, abs=0.5)
+    assert angle["b"] == pytest.approx((30.0 - 90.0) % 120.0, abs=0.5)
+    assert (coherence > 0.9).all()
+
+    name = result.defects["class_name"].iloc[0]
+
+    def per_image(frame):
+        rotation = {k: np.deg2rad(v) for k, v in angle.items()} if frame == "lattice" else None
+        out = []
+        for image_id in ("a", "b"):
+            table = result.defects[result.defects["image_id"] == image_id]
+            av = class_averages(result.images, table, refine_iterations=0, rotation_rad=rotation)
+            assert av[name].count >= 5
+            out.append(av[name].image)
+        return out
+
+    a, b = per_image("lattice")
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    a, b = per_image("image")
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.8
+    both = result.class_averages(refine_iterations=0)  # frame="lattice" by default
+    assert sum(av.count for av in both.values()) > 0
+    with pytest.raises(ValueError, match="'lattice' or 'image'"):
+        result.class_averages(frame="sample")
+
+
+def test_lattice_orientation_without_a_lattice():
+    from stemjax.predict.sites import lattice_orientation
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 200, (400, 2))
+    sub = np.where(rng.random(400) < 0.5, "metal", "chalcogen")
+    angle, coherence = lattice_orientation(pts, sub, PX)
+    assert coherence < 0.2
+    angle, coherence = lattice_orientation(pts, np.full(400, "other"), PX)
+    assert np.isnan(angle) and coherence == 0.0
