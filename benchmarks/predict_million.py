@@ -154,6 +154,9 @@ def main():
     )
     print(f"\nsites found {len(result.sites):,} vs true {sum(sites_true.values()):,}; "
           f"figures in {out}")  # fmt: skip
+    coherence = result.fields["lattice_coherence"]
+    print(f"lattice orientation per micrograph (class averages in the lattice frame): coherence "
+          f"min {coherence.min():.3f}, median {coherence.median():.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
