@@ -63,7 +63,7 @@ def main():
     per_site = atoms_per_site(specimen, maker.registry)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="stemjax_million_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    files, truth, n_atoms = [], {}, 0
+    files, truth, draws, n_atoms = [], {}, {}, 0
     for i in range(args.images):
         b = jax.device_get(maker.make_batch(jax.random.key(args.seed + i)))
         v = b.valid[0]
@@ -76,6 +76,7 @@ def main():
         edge = EDGE_A / maker.pixel_size
         inner = v & np.all((b.points[0] >= edge) & (b.points[0] <= args.size - 1 - edge), 1)
         truth[path.stem] = (b.points[0][inner], b.classes[0][inner], b.sublattice[0][inner])
+        draws[path.stem] = (float(b.defocus[0]), float(b.source_size[0]), float(b.dose[0]))
     gen_s = time.perf_counter() - t0
 
     # ---- the timed analysis --------------------------------------------------------------
@@ -152,6 +153,25 @@ def main():
         f"| all | {scores.n_ground_truth} | {scores.n_predicted} | {fmt(scores.recall)} | "
         f"{fmt(scores.precision)} | | |"
     )
+    # where the errors are: the micrographs with the most, and their microscope draws
+    per_image = []
+    for image_id, pred, gt in zip(truth, preds, gts, strict=True):
+        s = evaluate([pred], [gt], len(names), names, px)
+        correct = sum(c.true_positives for c in s.per_class)
+        errors = (s.n_ground_truth - correct) + (s.n_predicted - correct)
+        per_image.append((errors, image_id, s, draws[image_id]))
+    per_image.sort(key=lambda r: -r[0])
+    total_errors = sum(r[0] for r in per_image)
+    print(
+        f"\nerrors (missed + false, class-correct) per micrograph: {total_errors} in all; the "
+        "five with the most:\n\n| micrograph | Δf (Å) | σ (Å) | dose (e⁻/px) | defects | "
+        "errors | recall | precision |\n|---|---|---|---|---|---|---|---|"
+    )
+    for errors, image_id, s, (df, sigma, dose) in per_image[:5]:
+        print(
+            f"| {image_id} | {df:+.1f} | {sigma:.3f} | {dose:.0f} | {s.n_ground_truth} | "
+            f"{errors} | {fmt(s.recall)} | {fmt(s.precision)} |"
+        )
     print(f"\nsites found {len(result.sites):,} vs true {sum(sites_true.values()):,}; "
           f"figures in {out}")  # fmt: skip
     coherence = result.fields["lattice_coherence"]

@@ -328,7 +328,7 @@ def plot_class_averages(
         raise ValueError("no classes to plot")
     ncols = ncols or min(len(names), 4)
     nrows = -(-len(names) // ncols)
-    fig = Figure(figsize=(2.4 * ncols, 2.6 * nrows))
+    fig = Figure(figsize=(2.4 * ncols, 2.7 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, name in zip(axes, names, strict=False):
         avg = averages.get(name)
@@ -356,5 +356,4 @@ def plot_class_averages(
         )
     for ax in axes[len(names) :]:
         fig.delaxes(ax)
-    fig.tight_layout()
     return fig
