@@ -13,7 +13,7 @@ not depend on the aberrations: the configurations' Gram matrices are averaged on
 draw's frozen-phonon image is that one quadratic form.
 
 `calibrate` then starts from a nominal pixel size ±3 % off with no rotation given, computes
-its own column responses (default 4 frozen phonons) and fits. Prints the acceptance table of
+its own column responses (default `CALIBRATION_PHONONS`, 32) and fits. Prints the acceptance table of
 `calibrate_draws.py`.
 
     python benchmarks/calibrate_multislice.py --draws 4 --phonons 32 [--json out.json]
@@ -33,7 +33,12 @@ import numpy as np
 from calibrate_draws import draw_truth, print_records, record
 
 from stemjax.calibrate import calibrate
-from stemjax.calibrate.model import METAL_PLANE_DEPTH_A, fitted_microscope, legendre_basis
+from stemjax.calibrate.model import (
+    CALIBRATION_PHONONS,
+    METAL_PLANE_DEPTH_A,
+    fitted_microscope,
+    legendre_basis,
+)
 from stemjax.calibrate.synthetic import detector_image
 from stemjax.microscope_prior import load_microscope_prior, mean_microscope
 from stemjax.physics.adf import (
@@ -93,7 +98,10 @@ def main(argv=None):
         "--phonons", type=int, default=32, help="configurations of the reference (0: static)"
     )
     ap.add_argument(
-        "--fit-phonons", type=int, default=4, help="configurations of the fit's column responses"
+        "--fit-phonons",
+        type=int,
+        default=CALIBRATION_PHONONS,
+        help="configurations of the fit's column responses",
     )
     ap.add_argument("--repeats", type=int, nargs=2, default=(6, 4), help="orthogonal cells")
     ap.add_argument("--pixel", type=float, default=0.2074, help="target scan pixel (Å)")

@@ -84,7 +84,7 @@ image, info = synthetic_micrograph(setup, truth, defect_fraction=0.1, seed=7)
 # %% [markdown]
 # ## Fit
 # `frozen_phonons=0, oversampling=2` keep the column responses cheap for this demo; leave the
-# defaults (4 phonons, converged phase grating) for real data.
+# defaults (32 frozen phonons, converged phase grating) for real data.
 
 # %%
 cal = calibrate(

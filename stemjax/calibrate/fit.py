@@ -36,6 +36,7 @@ import numpy as np
 
 from stemjax.calibrate.lattice import estimate_lattice
 from stemjax.calibrate.model import (
+    CALIBRATION_PHONONS,
     LOG_PARAMETERS,
     PARAMETERS,
     SQUARED_PARAMETERS,
@@ -407,7 +408,7 @@ def calibrate(
     initial: dict | None = None,
     responses=None,
     options: FitOptions | None = None,
-    frozen_phonons: int = 4,
+    frozen_phonons: int = CALIBRATION_PHONONS,
     oversampling: int | None = None,
     strict: bool = True,
     verbose: bool = False,
@@ -422,8 +423,9 @@ def calibrate(
     initial: optional starting values (e.g. {"rotation_rad": 0.3}); given geometry skips the
     Bragg-spot estimate for those entries. responses: precomputed column responses (from
     `model.column_responses`) to reuse across images of one session. frozen_phonons /
-    oversampling: accuracy of the column responses. strict: raise CalibrationError when the
-    fit fails its checks (else return the result with the failed check in a warning).
+    oversampling: accuracy of the column responses (default `model.CALIBRATION_PHONONS`).
+    strict: raise CalibrationError when the fit fails its checks (else return the result with
+    the failed check in a warning).
     """
     t0 = time.perf_counter()
     options = options or FitOptions()

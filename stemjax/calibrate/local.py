@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stemjax.calibrate.model import (
+    CALIBRATION_PHONONS,
     MICROSCOPE_PARAMETERS,
     build_setup,
     column_responses,
@@ -64,7 +65,7 @@ def refine_columns(
     rotation_rad: float | None = None,
     radius: float = 4.0,
     responses=None,
-    frozen_phonons: int = 4,
+    frozen_phonons: int = CALIBRATION_PHONONS,
     oversampling: int | None = None,
     steps: tuple[int, int] = (300, 300),
 ) -> ColumnRefinement:
