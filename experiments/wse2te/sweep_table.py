@@ -1,5 +1,6 @@
-"""Table of a Hydra multirun sweep of `stemjax.train`: one row per job, its overrides and the
-last validation of its metrics.csv (recall, precision, F1, macro F1, RMSE, throughput).
+"""Table of a Hydra multirun sweep of `stemjax.train`: one row per job, labelled by the overrides
+that differ between jobs, with the last validation of its metrics.csv (recall, precision, F1,
+macro F1, RMSE; threshold 0.5, class-correct) and its throughput.
 
     python -m stemjax.train -m +experiment=wse2te trainer=cpu trainer.steps=400 \
         trainer.eval_every=400 loss=ce,focal model.width=8,16 \
@@ -25,23 +26,28 @@ COLUMNS = {
     "val_macro_f1": "macro F1",
     "val_rmse_pm": "RMSE (pm)",
 }
-"""metrics.csv column → table header (validation at threshold 0.5, class-correct)."""
-COMMON = ("+experiment=", "hydra.", "trainer.progress")
-"""Overrides that are the same for every job or only place it: left out of the job label."""
+"""metrics.csv column → table header."""
+PLACEMENT = ("hydra.", "trainer.progress")
+"""Overrides that only place or display a job: left out of the table."""
 
 
-def sweep_rows(sweep_dir: Path) -> pd.DataFrame:
-    """One row per job folder (with .hydra/overrides.yaml) under `sweep_dir`."""
-    rows = []
-    jobs = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml"))
+def sweep_rows(sweep_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per job folder (with .hydra/overrides.yaml) under `sweep_dir`, and the overrides
+    that every job shares (left out of the rows' labels)."""
+    jobs = sorted(
+        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
+        key=lambda job: (len(job.name), job.name),
+    )
     if not jobs:
         raise SystemExit(f"{sweep_dir}: no job folders with .hydra/overrides.yaml")
+    overrides = {}
     for job in jobs:
-        overrides = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
-        row = {
-            "job": job.name,
-            "overrides": " ".join(o for o in overrides if not o.startswith(COMMON)),
-        }
+        listed = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml"))
+        overrides[job] = [o for o in listed if not o.startswith(PLACEMENT)]
+    common = [o for o in overrides[jobs[0]] if all(o in v for v in overrides.values())]
+    rows = []
+    for job in jobs:
+        row = {"job": job.name, "overrides": " ".join(o for o in overrides[job] if o not in common)}
         metrics = job / "metrics.csv"
         if metrics.exists():
             m = pd.read_csv(metrics)
@@ -53,15 +59,18 @@ def sweep_rows(sweep_dir: Path) -> pd.DataFrame:
                 row["val step"] = int(last["step"])
                 row.update({head: float(last[col]) for col, head in COLUMNS.items() if col in last})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), common
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """Markdown table; floats with 3 decimals (1 for throughput), blanks for missing values."""
+    """Markdown table: step counts as integers, throughput and RMSE with 1 decimal, scores with
+    3, blanks for missing values."""
 
     def cell(col, v):
         if pd.isna(v):
             return ""
+        if col in ("steps", "val step"):
+            return f"{v:.0f}"
         if isinstance(v, float):
             return f"{v:.1f}" if col in ("images/s", "RMSE (pm)") else f"{v:.3f}"
         return str(v)
@@ -77,11 +86,11 @@ def main(argv=None):
     p.add_argument("sweep_dir", type=Path)
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown)")
     args = p.parse_args(argv)
-    table = sweep_rows(args.sweep_dir)
-    text = markdown(table)
+    table, common = sweep_rows(args.sweep_dir)
+    text = f"Every job: `{' '.join(common)}`\n\n{markdown(table)}"
     print(text)
     if args.out:
-        args.out.write_text(f"Sweep `{args.sweep_dir}`\n\n{text}\n")
+        args.out.write_text(f"Sweep `{args.sweep_dir}`. {text}\n")
 
 
 if __name__ == "__main__":
