@@ -13,8 +13,8 @@ not depend on the aberrations: the configurations' Gram matrices are averaged on
 draw's frozen-phonon image is that one quadratic form.
 
 `calibrate` then starts from a nominal pixel size ±3 % off with no rotation given, computes
-its own column responses (default `CALIBRATION_PHONONS`, 32) and fits. Prints the acceptance table of
-`calibrate_draws.py`.
+its own column responses (default `CALIBRATION_PHONONS`, 32) and fits. Prints the acceptance
+table of `calibrate_draws.py`.
 
     python benchmarks/calibrate_multislice.py --draws 4 --phonons 32 [--json out.json]
     python benchmarks/calibrate_multislice.py --phonons 0 --fit-phonons 0   (static lattice)
