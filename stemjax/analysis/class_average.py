@@ -64,16 +64,21 @@ def _robust_normalise(image: np.ndarray) -> np.ndarray:
     return (image - med) / scale
 
 
+def _to_image(dy, dx, angle_rad: float):
+    """Crop-frame (dy, dx) → image-frame (dy, dx) for a crop whose +x axis runs along the image
+    direction `angle_rad` (from +x towards +y)."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return s * dx + c * dy, c * dx - s * dy
+
+
 def _sample(
-    coeffs: np.ndarray, centres_px: np.ndarray, offsets_px: np.ndarray, angles_rad: np.ndarray
+    coeffs: np.ndarray, centres_px: np.ndarray, offsets_px: np.ndarray, angle_rad: float
 ) -> np.ndarray:
     """(n, S, S) crops: spline coefficients sampled at centre (y, x) + offset grid (px), the
-    grid rotated by each crop's angle (from +x towards +y): the crop's +x axis runs along the
-    image direction `angle`."""
-    oy, ox = offsets_px[None, :, None], offsets_px[None, None, :]
-    c, s = np.cos(angles_rad)[:, None, None], np.sin(angles_rad)[:, None, None]
-    rows = centres_px[:, 0, None, None] + s * ox + c * oy
-    cols = centres_px[:, 1, None, None] + c * ox - s * oy
+    grid rotated by `angle_rad` (`_to_image`)."""
+    dy, dx = _to_image(offsets_px[:, None], offsets_px[None, :], angle_rad)
+    rows = centres_px[:, 0, None, None] + dy[None]
+    cols = centres_px[:, 1, None, None] + dx[None]
     rows, cols = np.broadcast_arrays(rows, cols)
     out = ndimage.map_coordinates(
         coeffs, [rows.ravel(), cols.ravel()], order=3, mode="mirror", prefilter=False
@@ -238,12 +243,8 @@ def class_averages(
             for name, (rows, yx) in per_class.items():
                 for a in range(0, len(rows), chunk):
                     r = rows[a : a + chunk]
-                    crops = _sample(
-                        coeffs,
-                        yx[a : a + chunk] + shifts[name][r],
-                        offsets_A / ps,
-                        np.full(len(r), angles[image_id]),
-                    )
+                    centres = yx[a : a + chunk] + shifts[name][r]
+                    crops = _sample(coeffs, centres, offsets_A / ps, angles[image_id])
                     yield (
                         name,
                         r,
@@ -267,11 +268,8 @@ def class_averages(
             if name in steps:
                 bound = max_shift_px / scale[name][rows].min()
                 step = _align_shifts(crops, total[name], counts[name], bound)
-                # crop (dy, dx) → image (dy, dx): rotate by the crop's angle, then to source px
-                c, s_ = np.cos(angle), np.sin(angle)
-                step = np.stack(
-                    [s_ * step[:, 1] + c * step[:, 0], c * step[:, 1] - s_ * step[:, 0]], 1
-                )
+                # crop (dy, dx) → image (dy, dx), then to source px
+                step = np.stack(_to_image(step[:, 0], step[:, 1], angle), 1)
                 steps[name][rows] = step * scale[name][rows, None]
         for name in refine:
             shifts[name] = np.clip(shifts[name] + steps[name], -max_shift_px, max_shift_px)
