@@ -7,6 +7,8 @@ Each column is assigned to a sublattice from the honeycomb geometry of its neigh
 brightness: W and Se2 columns are about equally bright), the two halves named by the detected
 defects' classes (see `assign_sublattices`). Columns emptied by a defect (vacancies) have no peak: a
 detected defect with no column within `snap_A` adds its own site on its class's sublattice.
+The same bond directions give the micrograph's lattice orientation (`lattice_orientation`),
+which puts class averages of differently rotated micrographs in one frame.
 """
 
 from __future__ import annotations
