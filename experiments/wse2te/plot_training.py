@@ -17,6 +17,7 @@ HERE = Path(__file__).parent
 
 
 def main(path=HERE / "runs" / "cpu_wide" / "metrics.csv", fine_tune_step=1750):
+    fine_tune_step = float(fine_tune_step)  # also from the command line; 0: no marker
     m = pd.read_csv(path)
     m.to_csv(HERE / "training_metrics.csv", index=False)
     fig = Figure(figsize=(10, 3.6))
@@ -32,8 +33,8 @@ def main(path=HERE / "runs" / "cpu_wide" / "metrics.csv", fine_tune_step=1750):
     b.set_title("validation, all defects (0.8 Å matching, threshold 0.5)")
     if fine_tune_step:
         for ax in (a, b):
-            ax.axvline(float(fine_tune_step), color="0.5", ls=":", lw=1)
-        a.text(float(fine_tune_step), a.get_ylim()[1], " wider Δf, σ prior →", va="top", fontsize=8)
+            ax.axvline(fine_tune_step, color="0.5", ls=":", lw=1)
+        a.text(fine_tune_step, a.get_ylim()[1], " wider Δf, σ prior →", va="top", fontsize=8)
     a.legend(frameon=False, loc="upper right", bbox_to_anchor=(1.0, 0.92))
     b.legend(frameon=False)
     fig.tight_layout()

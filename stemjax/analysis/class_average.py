@@ -173,7 +173,12 @@ def class_averages(
     for image_id in set(ids):
         angle = 0.0 if rotation_rad is None else rotation_rad.get(image_id, np.nan)
         if not np.isfinite(angle):
-            raise ValueError(f"rotation_rad has no finite angle for image {image_id!r}")
+            raise ValueError(
+                f"rotation_rad has no finite angle for image {image_id!r} (no lattice "
+                "orientation found in it, e.g. fields.lattice_angle_deg NaN); average in the "
+                "image frame (rotation_rad=None, Prediction.class_averages(frame='image')) or "
+                "leave its defects out"
+            )
         angles[image_id] = float(angle)
 
     # candidates: scored and isolated, per image

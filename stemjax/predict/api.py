@@ -95,14 +95,8 @@ class Prediction:
             raise ValueError("class_averages needs the images: predict(..., keep_images=True)")
         if frame not in ("lattice", "image"):
             raise ValueError(f"frame = {frame!r} must be 'lattice' or 'image'")
-        if frame == "lattice":
+        if frame == "lattice":  # class_averages names an image with defects but no angle
             angle = self.fields["lattice_angle_deg"]
-            bad = [str(i) for i in angle.index[~np.isfinite(angle.to_numpy(float))]]
-            if bad:
-                raise ValueError(
-                    f"images {bad[:5]} show no lattice orientation (lattice_angle_deg NaN); "
-                    "use frame='image' or leave them out"
-                )
             kwargs["rotation_rad"] = {str(k): np.deg2rad(v) for k, v in angle.items()}
         return class_averages(self.images, self.defects, classes=self.registry, **kwargs)
 

@@ -112,11 +112,18 @@ def _bond_phases(pts: np.ndarray, pixel_size_A: float, bond_A=BOND_A):
     return z, count
 
 
+MIN_LATTICE_COHERENCE = 0.5
+"""Below this bond coherence `lattice_orientation` reports no angle (NaN): single-crystal
+lattices give ≥ 0.96 (the 72 micrographs of benchmarks/predict_million.py), columns found in
+pure noise ≈ 0.3, random points < 0.2."""
+
+
 def lattice_orientation(
     points_px: np.ndarray,
     sublattice: np.ndarray,
     pixel_size_A: float,
     bond_A: tuple[float, float] = BOND_A,
+    min_coherence: float = MIN_LATTICE_COHERENCE,
 ) -> tuple[float, float]:
     """In-plane orientation of a 2H honeycomb from its columns and their sublattices.
 
@@ -125,8 +132,9 @@ def lattice_orientation(
     rotating a crop by it puts every micrograph's lattice in one frame (the projected motif is
     three-fold, so the angle is defined modulo 120°, not 60° as from Bragg spots alone).
     coherence: |mean bond phasor| in [0, 1]: ≈ 1 for a single-crystal lattice with correct
-    sublattice names, near 0 for no lattice, mixed grains or swapped names.
-    Columns on neither of `SUBLATTICES` are ignored.
+    sublattice names, near 0 for no lattice, mixed grains or swapped names; below
+    `min_coherence` the angle is NaN (no orientation to trust). Columns on neither of
+    `SUBLATTICES` are ignored.
     """
     from stemjax.specimen.materials import SUBLATTICES
 
@@ -143,7 +151,10 @@ def lattice_orientation(
     n = np.sum(np.abs(sign) * count)
     if n == 0:
         return float("nan"), 0.0
-    return float((np.angle(total) / 3) % (2 * np.pi / 3)), float(abs(total) / n)
+    coherence = float(abs(total) / n)
+    if coherence < min_coherence:
+        return float("nan"), coherence
+    return float((np.angle(total) / 3) % (2 * np.pi / 3)), coherence
 
 
 def assign_sublattices(

@@ -197,6 +197,23 @@ def test_lattice_orientation_without_a_lattice():
     pts = rng.uniform(0, 200, (400, 2))
     sub = np.where(rng.random(400) < 0.5, "metal", "chalcogen")
     angle, coherence = lattice_orientation(pts, sub, PX)
-    assert coherence < 0.2
+    assert coherence < 0.2 and np.isnan(angle)  # below MIN_LATTICE_COHERENCE: no angle
     angle, coherence = lattice_orientation(pts, np.full(400, "other"), PX)
     assert np.isnan(angle) and coherence == 0.0
+
+
+def test_class_averages_in_the_lattice_frame_refuse_a_micrograph_without_a_lattice():
+    """A field of noise has no orientation (NaN, low coherence): the lattice-frame average names
+    it instead of rotating its crops by a meaningless angle; the image frame still works."""
+    image, _ = synthetic_micrograph(200, PX, n_defects=10, seed=1)
+    noise = np.random.default_rng(0).normal(size=(200, 200))
+    result = predict(
+        FixtureModel(), [image, noise], pixel_size_A=PX, image_ids=["a", "noise"], progress=False
+    )
+    assert np.isfinite(result.fields.loc["a", "lattice_angle_deg"])
+    assert np.isnan(result.fields.loc["noise", "lattice_angle_deg"])
+    assert result.fields.loc["noise", "lattice_coherence"] < 0.5
+    assert (result.defects["image_id"] == "noise").any()  # the fixture detects one there
+    with pytest.raises(ValueError, match="no finite angle for image 'noise'"):
+        result.class_averages(refine_iterations=0)
+    assert result.class_averages(frame="image", refine_iterations=0)
