@@ -41,6 +41,7 @@ import numpy as np
 from stemjax.config import load_config, to_runtime
 from stemjax.evaluation import decode_defects, evaluate, format_report, match_detections
 from stemjax.predict import EDGE_A, load_model
+from stemjax.predict.sites import columns_and_classes
 from stemjax.trainingdata.pipeline import build_batch_maker
 
 TEST_SEED = 777
@@ -76,8 +77,12 @@ MAX_DETECTIONS = 1024
 
 
 def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_SEED,
-            overrides=(), floor=None, verbose=True):  # fmt: skip
+            overrides=(), floor=None, consistent=False, verbose=True):  # fmt: skip
     """Simulate `batches` × `batch_size` images, run the model and decode.
+
+    consistent: as `predict` does by default, find each image's columns and give every
+    detection the most probable class of its site's sublattice (`columns_and_classes`);
+    otherwise the network's own classes are scored.
 
     Decoding uses `floor` (default: the model's threshold) as the peak threshold and keeps each
     detection's score p_def, so `score(..., threshold=t)` for any t ≥ floor gives exactly what
@@ -93,6 +98,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
          *overrides]
     )  # fmt: skip
     maker = build_batch_maker(*to_runtime(cfg))
+    subs = np.array([c.sublattice for c in maker.registry.classes], dtype=object)
     preds, gts = [], []
     draws = {k: [] for k in ("dose", "defocus", "source_size", "c12")}
     t0 = time.perf_counter()
@@ -111,10 +117,13 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
             ok = np.asarray(det.valid[j])
             if ok.sum() == MAX_DETECTIONS:
                 raise RuntimeError(f"image {i}/{j} filled max_detections={MAX_DETECTIONS}")
-            preds.append(
-                {"points": det.points[j][ok], "classes": det.classes[j][ok],
-                 "scores": det.scores[j][ok]}
-            )  # fmt: skip
+            points, classes = det.points[j][ok], det.classes[j][ok]
+            if consistent:
+                *_, classes = columns_and_classes(
+                    b.images[j], maker.pixel_size, model.sublattice_brightness, points,
+                    classes, det.class_probs[j][ok], subs,
+                )  # fmt: skip
+            preds.append({"points": points, "classes": classes, "scores": det.scores[j][ok]})
             gts.append({"points": b.points[j], "classes": b.classes[j], "valid": b.valid[j]})
             for k, v in draws.items():
                 v.append(float(getattr(b, k)[j]))
@@ -132,6 +141,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
             "size_px": size,
             "seed": seed,
             "overrides": list(overrides),
+            "sublattice_consistent": consistent,
             "seconds": time.perf_counter() - t0,
         },
     }
@@ -246,7 +256,8 @@ def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
     }
     text = [
         f"prior {s['prior']}; {s['images']} images of {s['size_px']}² px; seed {s['seed']}; "
-        f"threshold {threshold}; microscope overrides {s['overrides'] or 'none'}"
+        f"threshold {threshold}; microscope overrides {s['overrides'] or 'none'}; classes "
+        f"{'restricted to the site sublattice' if s.get('sublattice_consistent') else 'raw'}"
     ]
     for name, edge in (("whole_image", None), ("interior", edge_A)):
         result, counts = score(data, threshold, edge)
@@ -274,6 +285,9 @@ def main():
     p.add_argument("--override", action="append", default=[],
                    help="extra Hydra override (repeatable), e.g. "
                    "microscope.defocus_angstrom.std=30")  # fmt: skip
+    p.add_argument("--sublattice-consistent", action="store_true",
+                   help="score classes restricted to each site's sublattice, as predict gives "
+                   "them (default: the network's own classes)")  # fmt: skip
     p.add_argument("--json", default=None, help="write the result dict here")
     args = p.parse_args()
 
@@ -283,7 +297,7 @@ def main():
     widened = list(STRESS_OVERRIDES) if stress == "both" else [stress] if stress else []
     overrides = [o for k in widened for o in STRESS_OVERRIDES[k]] + args.override
     data = collect(model, args.prior, args.batches, args.batch_size, args.size, args.seed,
-                   overrides, floor=threshold)  # fmt: skip
+                   overrides, floor=threshold, consistent=args.sublattice_consistent)  # fmt: skip
     out, text = report(data, threshold, args.bins)
     out["model_step"] = model.step
     out["microscope_stress"] = stress

@@ -14,7 +14,9 @@ Steps (all on device, fixed shapes, jittable, batched input vmapped):
    per axis on the row / column marginals of p_def with their minimum subtracted. The floor keeps
    broad peaks from being pulled to the pixel centre: bias ≤ 0.13 px per axis for Gaussian blobs
    of σ = 1 px and ≤ 0.16 px for σ ≤ 2.5 px, vs ≤ 0.23 / 0.44 px for the plain centroid.
-5. class: argmax over the defect classes of the class probabilities summed over the 3×3.
+5. class: argmax over the defect classes of the class probabilities summed over the 3×3; those
+   sums, normalised over the defect classes, are kept as `class_probs` (predict uses them to pick
+   the best class of a detection's geometric sublattice).
 """
 
 from __future__ import annotations
@@ -39,13 +41,16 @@ class Detections:
 
     points: (..., N, 2) float32 (row, col) in px. classes: (..., N) int32 registry ids 1..K.
     scores: (..., N) float32 defect probability p_def at the peak. valid: (..., N) bool; invalid
-    rows (fewer peaks than N) hold points 0, class 0, score 0.
+    rows (fewer peaks than N) hold points 0, class 0, score 0. class_probs: (..., N, K) float32
+    probabilities of the K defect classes (column k is registry id k + 1), summed over the peak's
+    3×3 and normalised to 1 over the defect classes; invalid rows hold 0.
     """
 
     points: jax.Array
     classes: jax.Array
     scores: jax.Array
     valid: jax.Array
+    class_probs: jax.Array
 
 
 def defect_probabilities(logits):
@@ -112,6 +117,7 @@ def _decode_one(logits, threshold, min_distance_px: int, max_detections: int) ->
     points = rc.astype(jnp.float32) + offset
     class_sum = jnp.sum(c_pad[nb[..., 0], nb[..., 1]], axis=1)  # (k, K)
     classes = (jnp.argmax(class_sum, -1) + 1).astype(jnp.int32)
+    class_probs = class_sum / jnp.maximum(jnp.sum(class_sum, -1, keepdims=True), 1e-30)
     scores = p_def.reshape(-1)[flat]
 
     pad = int(max_detections) - k
@@ -120,6 +126,7 @@ def _decode_one(logits, threshold, min_distance_px: int, max_detections: int) ->
         classes=jnp.where(valid, classes, 0),
         scores=jnp.where(valid, scores, 0.0),
         valid=valid,
+        class_probs=jnp.where(valid[:, None], class_probs, 0.0),
     )
     if pad:
         det = jax.tree_util.tree_map(
@@ -136,20 +143,15 @@ def _floored_centroid(m):
 
 
 def detections_to_numpy(detections: Detections):
-    """Host copy with invalid rows dropped: dict(points (n, 2), classes (n,), scores (n,)).
+    """Host copy with invalid rows dropped: dict(points (n, 2), classes (n,), scores (n,),
+    class_probs (n, K)).
 
     A batched `Detections` (leading axis B) gives a list of B such dicts.
     """
     d = jax.device_get(detections)
-    points, classes, scores, valid = (
-        np.asarray(d.points),
-        np.asarray(d.classes),
-        np.asarray(d.scores),
-        np.asarray(d.valid, bool),
-    )
+    fields = ("points", "classes", "scores", "class_probs")
+    arrays = {f: np.asarray(getattr(d, f)) for f in fields}
+    valid = np.asarray(d.valid, bool)
     if valid.ndim == 2:
-        return [
-            {"points": p[v], "classes": c[v], "scores": s[v]}
-            for p, c, s, v in zip(points, classes, scores, valid, strict=True)
-        ]
-    return {"points": points[valid], "classes": classes[valid], "scores": scores[valid]}
+        return [{f: arrays[f][b][valid[b]] for f in fields} for b in range(len(valid))]
+    return {f: arrays[f][valid] for f in fields}

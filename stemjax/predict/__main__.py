@@ -42,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--edge", type=float, default=None,
                    help="drop defects and sites within this many Å of an edge (default: "
                    "stemjax.predict.EDGE_A, 0.6)")  # fmt: skip
+    p.add_argument("--raw-classes", action="store_true",
+                   help="keep the network's class even where it belongs to the other "
+                   "sublattice than the defect's site (default: the best class of the "
+                   "site's sublattice)")  # fmt: skip
     p.add_argument("--no-figures", action="store_true", help="tables and summary only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: best)")
@@ -114,6 +118,7 @@ def main(argv=None) -> int:
             margin_px=args.margin,
             tta=args.tta,
             threshold=args.threshold,
+            sublattice_consistent=not args.raw_classes,
             **({} if args.edge is None else {"edge_A": args.edge}),
         )
     except (MicrographError, ModelLoadError) as err:

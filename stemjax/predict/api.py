@@ -31,12 +31,7 @@ from stemjax.io import (
     resample_to_pixel_size,
 )
 from stemjax.predict.inference import predict_tiles
-from stemjax.predict.sites import (
-    assign_sublattices,
-    complete_sites,
-    find_columns,
-    lattice_orientation,
-)
+from stemjax.predict.sites import columns_and_classes, complete_sites, lattice_orientation
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +149,7 @@ def predict(
     max_detections: int | None = None,
     edge_A: float = EDGE_A,
     keep_images: bool = True,
+    sublattice_consistent: bool = True,
     progress: bool = True,
 ) -> Prediction:
     """Find, classify and locate every defect (and every lattice site) in micrographs.
@@ -167,6 +163,9 @@ def predict(
     sites closer than this (Å) to the micrograph's outermost pixel centres are dropped from both
     tables (so per-site concentrations stay consistent; 0 keeps everything; see `EDGE_A`).
     keep_images: keep the resampled normalised images in the result (class averages).
+    sublattice_consistent: give each defect the most probable class of the sublattice its site
+    geometrically sits on (`sites.site_sublattices`, `sites.restrict_to_sublattice`); the
+    network alone can confuse W with Se2 columns at strong defocus and low dose.
     """
     from tqdm.auto import tqdm
 
@@ -200,19 +199,18 @@ def predict(
         if edge_A < 0:
             raise ValueError(f"edge_A must be >= 0 Å, got {edge_A}")
         interior = _interior(img.shape, edge_A / model.pixel_size_A)
-        keep = interior(det.points)
-        det = dataclasses.replace(
-            det, points=det.points[keep], classes=det.classes[keep], scores=det.scores[keep]
-        )
-        col_pts, col_vals = find_columns(img, model.pixel_size_A)
-        col_sub = assign_sublattices(
-            col_pts,
-            col_vals,
+        det = det.select(interior(det.points))
+        col_pts, col_sub, classes = columns_and_classes(
+            img,
             model.pixel_size_A,
             model.sublattice_brightness,
             det.points,
-            subs[det.classes],
+            det.classes,
+            det.class_probs,
+            subs,
+            consistent=sublattice_consistent,
         )
+        det = dataclasses.replace(det, classes=classes)
         site_pts, site_sub = complete_sites(
             col_pts, col_sub, det.points, subs[det.classes], snap_px=0.8 / model.pixel_size_A
         )

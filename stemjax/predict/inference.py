@@ -33,11 +33,19 @@ from stemjax.evaluation import decode_defects
 @dataclasses.dataclass(frozen=True)
 class TileDetections:
     """Detections of one image in model pixels: points (N, 2) (row, col), classes (N,) registry
-    ids, scores (N,) defect probability."""
+    ids, scores (N,) defect probability, class_probs (N, K) probabilities of the K defect classes
+    (column k is registry id k + 1; see `stemjax.evaluation.decode`)."""
 
     points: np.ndarray
     classes: np.ndarray
     scores: np.ndarray
+    class_probs: np.ndarray
+
+    def select(self, keep: np.ndarray) -> TileDetections:
+        """The detections where boolean (or index) `keep` selects."""
+        return TileDetections(
+            self.points[keep], self.classes[keep], self.scores[keep], self.class_probs[keep]
+        )
 
 
 def _dihedral(x, k: int, inverse: bool = False):
@@ -113,7 +121,7 @@ def predict_tiles(
     source = np.pad(image, pad, mode="reflect")  # NumPy reflects repeatedly past the edge
     prob_map = np.zeros((h, w), np.float32) if return_probabilities else None
 
-    points, classes, scores = [], [], []
+    points, classes, scores, class_probs = [], [], [], []
     for start in range(0, len(origins), batch_tiles):
         chunk = origins[start : start + batch_tiles]
         tiles = np.stack([source[r : r + tile_px, c : c + tile_px] for r, c in chunk])
@@ -144,15 +152,18 @@ def predict_tiles(
             points.append(p[inside])
             classes.append(det.classes[b][valid][keep][inside])
             scores.append(det.scores[b][valid][keep][inside])
+            class_probs.append(det.class_probs[b][valid][keep][inside])
             if return_probabilities:
                 rows, cols = min(core, h - r), min(core, w - c)
                 block = p_def[b, margin_px : margin_px + rows, margin_px : margin_px + cols]
                 prob_map[r : r + rows, c : c + cols] = block
         if progress is not None:
             progress(n_real)
+    points = np.concatenate(points).astype(np.float32).reshape(-1, 2)
     out = TileDetections(
-        points=np.concatenate(points).astype(np.float32).reshape(-1, 2),
+        points=points,
         classes=np.concatenate(classes).astype(np.int32),
         scores=np.concatenate(scores).astype(np.float32),
+        class_probs=np.concatenate(class_probs).astype(np.float32),  # (N, K) even for N = 0
     )
     return out, prob_map

@@ -7,6 +7,8 @@ Each column is assigned to a sublattice from the honeycomb geometry of its neigh
 brightness: W and Se2 columns are about equally bright), the two halves named by the detected
 defects' classes (see `assign_sublattices`). Columns emptied by a defect (vacancies) have no peak: a
 detected defect with no column within `snap_A` adds its own site on its class's sublattice.
+A defect's own site sublattice, from its named neighbour columns (`site_sublattices`), restricts
+its class to that sublattice's classes (`restrict_to_sublattice`).
 The same bond directions give the micrograph's lattice orientation (`lattice_orientation`),
 which puts class averages of differently rotated micrographs in one frame.
 """
@@ -18,6 +20,8 @@ import logging
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from stemjax.specimen.materials import SUBLATTICES
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +140,6 @@ def lattice_orientation(
     `min_coherence` the angle is NaN (no orientation to trust). Columns on neither of
     `SUBLATTICES` are ignored.
     """
-    from stemjax.specimen.materials import SUBLATTICES
-
     pts = np.asarray(points_px, np.float64).reshape(-1, 2)
     sign = np.select(
         [np.asarray(sublattice) == SUBLATTICES[0], np.asarray(sublattice) == SUBLATTICES[1]],
@@ -217,3 +219,92 @@ def complete_sites(site_pts, site_sub, defect_pts, defect_sub, snap_px: float):
     pts = np.concatenate([site_pts, defect_pts[missing]]).astype(np.float32)
     sub = np.concatenate([site_sub, np.asarray(defect_sub, object)[missing]])
     return pts, sub
+
+
+def site_sublattices(
+    points_px: np.ndarray,
+    column_points_px: np.ndarray,
+    column_sublattices: np.ndarray,
+    pixel_size_A: float,
+    bond_A: tuple[float, float] = BOND_A,
+) -> np.ndarray:
+    """Sublattice of the lattice site at each point, from its named neighbour columns.
+
+    The nearest neighbours of a site, one bond (`bond_A`, Å) away, all sit on the other
+    sublattice, whether or not the site itself holds a column (vacancies do not). So a point's
+    sublattice is the opposite of the majority of the columns within `bond_A` of it (its own
+    column, closer than bond_A[0], is not counted). None where no neighbour is found or the
+    vote ties.
+    """
+    pts = np.asarray(points_px, np.float64).reshape(-1, 2)
+    out = np.full(len(pts), None, dtype=object)
+    if len(pts) == 0 or len(column_points_px) == 0:
+        return out
+    col_sub = np.asarray(column_sublattices, object)
+    lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
+    tree = cKDTree(np.asarray(column_points_px, np.float64).reshape(-1, 2))
+    # a site has 3 neighbours one bond away and its own column; 8 leaves room for spurious peaks
+    dist, idx = tree.query(pts, k=min(8, tree.n), distance_upper_bound=hi)
+    dist, idx = dist.reshape(len(pts), -1), idx.reshape(len(pts), -1)
+    bond = (dist >= lo) & np.isfinite(dist)
+    names = np.where(bond, col_sub[np.minimum(idx, tree.n - 1)], None)
+    metal, chalcogen = (np.sum(names == n, axis=1) for n in SUBLATTICES)
+    # the neighbours' majority sublattice is the other one of the two
+    out[metal > chalcogen] = SUBLATTICES[1]
+    out[chalcogen > metal] = SUBLATTICES[0]
+    return out
+
+
+def restrict_to_sublattice(
+    classes: np.ndarray, class_probs: np.ndarray, sublattice: np.ndarray, class_sublattices
+) -> np.ndarray:
+    """Class ids made consistent with the geometric sublattice of each detection.
+
+    classes: (N,) registry ids. class_probs: (N, K) probabilities of ids 1..K. sublattice: (N,)
+    geometric sublattice name per detection, None where unknown (kept as is).
+    class_sublattices: sublattice name of ids 0..K (index 0, 'none', is ignored). Each detection
+    whose class lies on the other sublattice gets its most probable class of its own site's
+    sublattice (a defect on a metal site cannot be a chalcogen-site defect).
+    """
+    classes = np.asarray(classes).copy()
+    if len(classes) == 0:
+        return classes
+    probs = np.asarray(class_probs, np.float64).reshape(len(classes), -1)
+    class_subs = np.asarray(class_sublattices, object)[1:]
+    sub = np.asarray(sublattice, object)
+    for name in SUBLATTICES:
+        rows = (sub == name) & (class_subs[np.maximum(classes - 1, 0)] != name)
+        allowed = class_subs == name
+        if rows.any() and allowed.any():
+            classes[rows] = np.argmax(np.where(allowed, probs[rows], -1.0), axis=1) + 1
+    return classes
+
+
+def columns_and_classes(
+    image: np.ndarray,
+    pixel_size_A: float,
+    brightness: dict[str, float],
+    points_px: np.ndarray,
+    classes: np.ndarray,
+    class_probs: np.ndarray,
+    class_sublattices,
+    consistent: bool = True,
+):
+    """The lattice columns of a normalised image, their sublattices, and the defects' classes.
+
+    Columns: `find_columns`, named by `assign_sublattices` (with the detections' classes).
+    Classes: with `consistent`, restricted to the sublattice of each defect's site
+    (`site_sublattices`, `restrict_to_sublattice`); otherwise returned as given. points_px
+    (N, 2) (row, col), classes (N,) registry ids, class_probs (N, K) of ids 1..K,
+    class_sublattices: sublattice name of ids 0..K. Returns (column points (M, 2) px, column
+    sublattices (M,), classes (N,)).
+    """
+    class_subs = np.asarray(class_sublattices, object)
+    col_pts, col_vals = find_columns(image, pixel_size_A)
+    col_sub = assign_sublattices(
+        col_pts, col_vals, pixel_size_A, brightness, points_px, class_subs[classes]
+    )
+    if consistent:
+        site_sub = site_sublattices(points_px, col_pts, col_sub, pixel_size_A)
+        classes = restrict_to_sublattice(classes, class_probs, site_sub, class_subs)
+    return col_pts, col_sub, classes

@@ -60,6 +60,10 @@ def test_class_is_argmax_of_summed_neighbourhood_probabilities():
     assert len(out["classes"]) == 1
     assert out["classes"][0] == 5
     np.testing.assert_allclose(out["points"][0], [4.0, 4.0], atol=1e-5)
+    # class_probs: the same 3×3 sums over the defect classes, normalised
+    p = np.asarray(jax.nn.softmax(jnp.asarray(logits), -1))[3:6, 3:6, 1:].sum((0, 1))
+    np.testing.assert_allclose(out["class_probs"][0], p / p.sum(), rtol=1e-5)
+    assert np.argmax(out["class_probs"][0]) + 1 == 5 and out["class_probs"][0][2] > 0.05
 
 
 def test_blobs_closer_than_min_distance_give_one_detection():
@@ -86,6 +90,7 @@ def test_nothing_above_threshold_gives_no_valid_detection():
     det = decode_defects(weak, threshold=0.5, max_detections=16)
     assert not np.any(det.valid)
     assert np.all(det.scores == 0) and np.all(det.classes == 0) and np.all(det.points == 0)
+    assert det.class_probs.shape == (16, NUM_CLASSES - 1) and np.all(det.class_probs == 0)
     assert detections_to_numpy(det)["points"].shape == (0, 2)
     assert np.sum(decode_defects(weak, threshold=0.4, max_detections=16).valid) == 1
 
@@ -113,6 +118,8 @@ def test_jit_vmap_fixed_shapes_and_batch_equivalence():
     assert direct.classes.shape == (3, n) and direct.classes.dtype == jnp.int32
     assert direct.scores.shape == (3, n) and direct.valid.shape == (3, n)
     np.testing.assert_array_equal(np.sum(direct.valid, 1), [1, 2, 0])
+    assert direct.class_probs.shape == (3, n, NUM_CLASSES - 1)
+    np.testing.assert_allclose(np.sum(direct.class_probs, -1), direct.valid, atol=1e-5)
 
     vmapped = jax.vmap(functools.partial(decode_defects, max_detections=n))(batch)
     traced = jax.jit(lambda x, t: decode_defects(x, threshold=t, max_detections=n))(batch, 0.5)
@@ -122,6 +129,7 @@ def test_jit_vmap_fixed_shapes_and_batch_equivalence():
 
     listed = detections_to_numpy(direct)
     assert [len(d["classes"]) for d in listed] == [1, 2, 0]
+    assert listed[1]["class_probs"].shape == (2, NUM_CLASSES - 1)
     found = listed[1]["points"][np.argsort(listed[1]["points"][:, 0])]
     np.testing.assert_allclose(found, [[4.0, 4.0], [12.3, 14.6]], atol=0.3)
 
