@@ -116,6 +116,27 @@ def _bond_phases(pts: np.ndarray, pixel_size_A: float, bond_A=BOND_A):
     return z, count
 
 
+def _bond_neighbour_votes(points_px, column_points_px, column_flags, pixel_size_A, bond_A=BOND_A):
+    """Per point: (flagged, unflagged) counts of the columns one bond (`bond_A`, Å) away.
+
+    The nearest neighbours of a honeycomb site all sit on the other sublattice, whether or not
+    the site holds a column itself (vacancies do not); its own column, closer than bond_A[0],
+    is not counted.
+    """
+    pts = np.asarray(points_px, np.float64).reshape(-1, 2)
+    flags = np.asarray(column_flags, bool)
+    if len(pts) == 0 or len(flags) == 0:
+        return np.zeros(len(pts), int), np.zeros(len(pts), int)
+    lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
+    tree = cKDTree(np.asarray(column_points_px, np.float64).reshape(-1, 2))
+    # a site has 3 neighbours one bond away and its own column; 8 leaves room for spurious peaks
+    dist, idx = tree.query(pts, k=min(8, tree.n), distance_upper_bound=hi)
+    dist, idx = dist.reshape(len(pts), -1), idx.reshape(len(pts), -1)
+    bond = (dist >= lo) & np.isfinite(dist)
+    flagged = flags[np.minimum(idx, tree.n - 1)]
+    return np.sum(bond & flagged, 1), np.sum(bond & ~flagged, 1)
+
+
 MIN_LATTICE_COHERENCE = 0.5
 """Below this bond coherence `lattice_orientation` reports no angle (NaN): single-crystal
 lattices give ≥ 0.96 (the 72 micrographs of benchmarks/predict_million.py), columns found in
@@ -197,10 +218,12 @@ def assign_sublattices(
     # which side is which sublattice
     vote = 0.0
     if defect_points_px is not None and len(defect_points_px):
-        _, nearest = cKDTree(pts).query(np.asarray(defect_points_px, np.float64), k=1)
-        on_side = side[nearest]
+        # a defect's side from its bond neighbours (a vacancy has no column of its own: the
+        # nearest column would be a neighbour, on the other side)
+        n_side, n_other = _bond_neighbour_votes(defect_points_px, pts, side, pixel_size_A, bond_A)
+        on_side = np.sign(n_other - n_side)  # +1: on `side`, −1: off it, 0: unknown
         subs = np.asarray(defect_sublattices, object)
-        vote = float(np.sum(np.where(subs == names[1], 1, -1) * np.where(on_side, 1, -1)))
+        vote = float(np.sum(np.where(subs == names[1], 1, -1) * on_side))
     if vote == 0.0:  # no defects (or a tie): brightness
         vote = 1.0 if values[side].mean() >= values[~side].mean() else -1.0
     true_name, false_name = (names[1], names[0]) if vote > 0 else (names[0], names[1])
@@ -238,17 +261,8 @@ def site_sublattices(
     """
     pts = np.asarray(points_px, np.float64).reshape(-1, 2)
     out = np.full(len(pts), None, dtype=object)
-    if len(pts) == 0 or len(column_points_px) == 0:
-        return out
-    col_sub = np.asarray(column_sublattices, object)
-    lo, hi = bond_A[0] / pixel_size_A, bond_A[1] / pixel_size_A
-    tree = cKDTree(np.asarray(column_points_px, np.float64).reshape(-1, 2))
-    # a site has 3 neighbours one bond away and its own column; 8 leaves room for spurious peaks
-    dist, idx = tree.query(pts, k=min(8, tree.n), distance_upper_bound=hi)
-    dist, idx = dist.reshape(len(pts), -1), idx.reshape(len(pts), -1)
-    bond = (dist >= lo) & np.isfinite(dist)
-    names = np.where(bond, col_sub[np.minimum(idx, tree.n - 1)], None)
-    metal, chalcogen = (np.sum(names == n, axis=1) for n in SUBLATTICES)
+    is_metal = np.asarray(column_sublattices, object) == SUBLATTICES[0]
+    metal, chalcogen = _bond_neighbour_votes(pts, column_points_px, is_metal, pixel_size_A, bond_A)
     # the neighbours' majority sublattice is the other one of the two
     out[metal > chalcogen] = SUBLATTICES[1]
     out[chalcogen > metal] = SUBLATTICES[0]

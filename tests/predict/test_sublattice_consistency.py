@@ -6,7 +6,7 @@ from predict_helpers import FixtureModel, honeycomb, synthetic_micrograph
 
 from stemjax.evaluation import match_detections
 from stemjax.predict import predict
-from stemjax.predict.sites import restrict_to_sublattice, site_sublattices
+from stemjax.predict.sites import assign_sublattices, restrict_to_sublattice, site_sublattices
 from stemjax.specimen import DefectRegistry, load_specimen_config
 
 PX = 0.2074
@@ -44,6 +44,28 @@ def test_site_sublattices_of_columns_and_of_vacancies():
     # far from every column (and an empty column list): unknown
     assert site_sublattices(np.array([[-100.0, -100.0]]), pts, sub, PX)[0] is None
     assert site_sublattices(pts[:3], np.zeros((0, 2)), [], PX).tolist() == [None] * 3
+
+
+def test_vacancies_name_the_sublattices_from_their_own_sites():
+    """Vacancies have no column: the nearest column to a vacancy is a neighbour on the other
+    sublattice. The halves are named by each defect's own site (its bond neighbours), so a field
+    whose defects are all vacancies still gets the right names (it came out swapped when each
+    defect voted with its nearest column)."""
+    pts, sub = _lattice(40.0)
+    rng = np.random.default_rng(1)
+    vacant = []
+    for i in rng.permutation(np.flatnonzero(sub == "chalcogen")):
+        if all(np.hypot(*(pts[i] - pts[j])) * PX >= 5.0 for j in vacant):
+            vacant.append(i)
+    keep = np.ones(len(pts), bool)
+    keep[vacant] = False
+    brightness = {"metal": 74**1.7, "chalcogen": 2 * 34**1.7}
+    values = np.where(sub[keep] == "metal", 0.9, 1.0)  # the metal dimmer: brightness would swap
+    got = assign_sublattices(
+        pts[keep], values, PX, brightness, pts[vacant], ["chalcogen"] * len(vacant)
+    )
+    assert len(vacant) >= 10
+    np.testing.assert_array_equal(got, sub[keep])
 
 
 def test_restrict_to_sublattice_picks_the_best_class_of_the_site():
