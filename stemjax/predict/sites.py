@@ -250,22 +250,23 @@ def site_sublattices(
     column_sublattices: np.ndarray,
     pixel_size_A: float,
     bond_A: tuple[float, float] = BOND_A,
+    min_neighbours: int = 2,
 ) -> np.ndarray:
     """Sublattice of the lattice site at each point, from its named neighbour columns.
 
     The nearest neighbours of a site, one bond (`bond_A`, Å) away, all sit on the other
-    sublattice, whether or not the site itself holds a column (vacancies do not). So a point's
-    sublattice is the opposite of the majority of the columns within `bond_A` of it (its own
-    column, closer than bond_A[0], is not counted). None where no neighbour is found or the
-    vote ties.
+    sublattice, whether or not the site itself holds a column (vacancies do not). A point's
+    sublattice is the other one of its neighbours' when at least `min_neighbours` of them are
+    found and they all agree (its own column, closer than bond_A[0], is not counted); None
+    otherwise (one neighbour or a split vote: a spurious or misnamed column is likelier).
     """
     pts = np.asarray(points_px, np.float64).reshape(-1, 2)
     out = np.full(len(pts), None, dtype=object)
     is_metal = np.asarray(column_sublattices, object) == SUBLATTICES[0]
     metal, chalcogen = _bond_neighbour_votes(pts, column_points_px, is_metal, pixel_size_A, bond_A)
-    # the neighbours' majority sublattice is the other one of the two
-    out[metal > chalcogen] = SUBLATTICES[1]
-    out[chalcogen > metal] = SUBLATTICES[0]
+    # unanimous neighbours name the other sublattice of the two
+    out[(metal >= min_neighbours) & (chalcogen == 0)] = SUBLATTICES[1]
+    out[(chalcogen >= min_neighbours) & (metal == 0)] = SUBLATTICES[0]
     return out
 
 

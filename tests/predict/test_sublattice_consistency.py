@@ -41,6 +41,16 @@ def test_site_sublattices_of_columns_and_of_vacancies():
     swapped = np.where(sub == "metal", "chalcogen", "metal").astype(object)
     got = site_sublattices(pts[order], pts, swapped, PX)
     np.testing.assert_array_equal(got, swapped[order])
+    # one neighbour found, or neighbours that disagree: unknown (a stray or misnamed column)
+    centre = order[0]
+    bonded = np.flatnonzero(np.abs(np.hypot(*(pts - pts[centre]).T) * PX - 1.9) < 0.2)
+    assert len(bonded) == 3
+    lone = np.ones(len(pts), bool)
+    lone[[centre, *bonded[1:]]] = False
+    assert site_sublattices(pts[[centre]], pts[lone], sub[lone], PX)[0] is None
+    split = sub.copy()
+    split[bonded[0]] = sub[centre]
+    assert site_sublattices(pts[[centre]], pts, split, PX)[0] is None
     # far from every column (and an empty column list): unknown
     assert site_sublattices(np.array([[-100.0, -100.0]]), pts, sub, PX)[0] is None
     assert site_sublattices(pts[:3], np.zeros((0, 2)), [], PX).tolist() == [None] * 3
