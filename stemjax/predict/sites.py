@@ -197,7 +197,9 @@ def assign_sublattices(
     other: its sign against the field's common phase (from Σ z², sign-free) splits the sites,
     whatever their brightness (W and Se2 columns are about equally bright at 80 kV, 60–200 mrad).
     Which half is which: the majority vote of the detected defects (each class knows its
-    sublattice), or, without defects, the brighter half is the sublattice with the larger
+    sublattice; each defect's half is that of its own site, the other one of its bond
+    neighbours', since a vacancy has no column), or, without defects, the brighter half is the
+    sublattice with the larger
     expected `brightness` (Σ Z^1.7). Columns without neighbours in `bond_A` (Å) fall back to the
     brightness threshold. Assumes one lattice orientation per image (single crystal).
     """
