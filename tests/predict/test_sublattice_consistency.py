@@ -127,3 +127,20 @@ def test_predict_moves_defects_to_the_class_of_their_sublattice():
             assert set(d["sublattice"]) == {"chalcogen"}
         else:  # the raw network output: every 2Te is on the wrong sublattice
             assert np.all(got[want == 1] == REGISTRY.id("2TeW"))
+
+
+def test_cli_raw_classes_turns_the_step_off(tmp_path, monkeypatch):
+    import stemjax.predict as api
+    from stemjax.predict.__main__ import main as cli
+
+    seen = []
+
+    def fake_predict(model, images, **kwargs):
+        seen.append(kwargs["sublattice_consistent"])
+        raise api.ModelLoadError("stop here")  # the CLI reports it and returns 2
+
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(api, "predict", fake_predict)
+    base = ["run", "a.tif", "--out", str(tmp_path / "o")]
+    assert cli(base) == 2 and cli([*base, "--raw-classes"]) == 2
+    assert seen == [True, False]
