@@ -142,6 +142,9 @@ def main(argv=None) -> int:
         "n_defects": int(len(result.defects)),
         "n_sites": int(len(result.sites)),
         "counts": {k: int(v) for k, v in result.defects["class_name"].value_counts().items()},
+        "n_moved_to_site_sublattice": int(
+            (result.defects["class_name"] != result.defects["network_class_name"]).sum()
+        ),
         "concentrations": json.loads(conc.reset_index().to_json(orient="records")),
         "figures": figures,
     }

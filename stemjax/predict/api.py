@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFECT_COLUMNS = (
     "image_id", "x_px", "y_px", "x_A", "y_A", "class_id", "class_name", "sublattice", "score",
+    "network_class_name",
 )  # fmt: skip
 SITE_COLUMNS = ("image_id", "x_px", "y_px", "x_A", "y_A", "sublattice")
 EDGE_A = 0.6
@@ -54,8 +55,10 @@ class Prediction:
     """Result of `predict` over one or more micrographs.
 
     defects: DataFrame, one row per defect, columns DEFECT_COLUMNS (score = defect probability
-    at the peak, 0..1; sublattice of the class). sites: DataFrame of all lattice sites (atomic
-    columns, including those of defects), columns SITE_COLUMNS. fields: DataFrame indexed by
+    at the peak, 0..1; sublattice of the class; network_class_name: the network's own class,
+    which differs from class_name where the sublattice-consistency step moved it). sites:
+    DataFrame of all lattice sites (atomic columns, including those of defects), columns
+    SITE_COLUMNS. fields: DataFrame indexed by
     image_id with height_px, width_px, pixel_size_A (Å/px), edge_px (the dropped border band,
     micrograph px: per-nm² densities use the area inside it), path, lattice_angle_deg (direction
     of the metal → chalcogen bonds in the image, from +x towards +y, modulo 120°; NaN without a
@@ -200,6 +203,7 @@ def predict(
             raise ValueError(f"edge_A must be >= 0 Å, got {edge_A}")
         interior = _interior(img.shape, edge_A / model.pixel_size_A)
         det = det.select(interior(det.points))
+        network_classes = det.classes
         col_pts, col_sub, classes = columns_and_classes(
             img,
             model.pixel_size_A,
@@ -230,6 +234,7 @@ def predict(
                     "class_name": names[det.classes],
                     "sublattice": subs[det.classes],
                     "score": det.scores,
+                    "network_class_name": names[network_classes],
                 },
                 columns=list(DEFECT_COLUMNS),
             )

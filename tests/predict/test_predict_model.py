@@ -113,6 +113,7 @@ def test_cli_writes_outputs_and_never_overwrites(tmp_path, tiny_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["step"] == 4 and summary["images"][0]["image_id"] == "a"
     assert summary["n_sites"] >= 120  # ≈ 150 columns in 26.5 Å × 26.5 Å
+    assert 0 <= summary["n_moved_to_site_sublattice"] <= summary["n_defects"]
     assert (out / "figures" / "concentrations.png").exists()
     before = (out / "defects.csv").read_bytes()
     (out / "defects.csv").write_text("mine")

@@ -125,8 +125,13 @@ def test_predict_moves_defects_to_the_class_of_their_sublattice():
         if consistent:
             np.testing.assert_array_equal(got, want)
             assert set(d["sublattice"]) == {"chalcogen"}
+            # the network's own call stays in the table: exactly the moved rows differ
+            moved = d["class_name"] != d["network_class_name"]
+            assert set(d.loc[moved, "network_class_name"]) == {"2TeW"}
+            assert set(d.loc[moved, "class_name"]) == {"2Te"} and moved.sum() >= 5
         else:  # the raw network output: every 2Te is on the wrong sublattice
             assert np.all(got[want == 1] == REGISTRY.id("2TeW"))
+            assert (d["class_name"] == d["network_class_name"]).all()
 
 
 def test_cli_raw_classes_turns_the_step_off(tmp_path, monkeypatch):
