@@ -238,7 +238,9 @@ show(fig, "02_micrograph")
 #
 # Table coordinates: x along columns, y along rows (down), origin at the centre of the top-left
 # pixel, in px of the micrograph as given (`x_px`, `y_px`) and in Å (`x_A`, `y_A`); `score` is
-# the network's defect probability at the peak.
+# the network's defect probability at the peak. Each defect's class is the most probable one of
+# the sublattice its site sits on (from the geometry of the neighbouring columns);
+# `network_class_name` keeps the network's own call.
 
 # %%
 t0 = time.perf_counter()
@@ -248,7 +250,9 @@ defects, sites = result.defects, result.sites
 image_id = result.fields.index[0]
 display(defects.head())
 display(result.fields)
-print(f"{len(defects)} defects, {len(sites)} lattice sites found")
+print(f"{len(defects)} defects, {len(sites)} lattice sites found; "
+      f"{(defects['class_name'] != defects['network_class_name']).sum()} moved to their site's "
+      "sublattice")
 
 # %% [markdown]
 # Counts per class, next to the truth (the synthetic image's own labels):
