@@ -98,7 +98,6 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
          *overrides]
     )  # fmt: skip
     maker = build_batch_maker(*to_runtime(cfg))
-    subs = np.array([c.sublattice for c in maker.registry.classes], dtype=object)
     preds, gts = [], []
     draws = {k: [] for k in ("dose", "defocus", "source_size", "c12")}
     t0 = time.perf_counter()
@@ -121,7 +120,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
             if consistent:
                 *_, classes = columns_and_classes(
                     b.images[j], maker.pixel_size, model.sublattice_brightness, points,
-                    classes, det.class_probs[j][ok], subs,
+                    classes, det.class_probs[j][ok], maker.registry,
                 )  # fmt: skip
             preds.append({"points": points, "classes": classes, "scores": det.scores[j][ok]})
             gts.append({"points": b.points[j], "classes": b.classes[j], "valid": b.valid[j]})

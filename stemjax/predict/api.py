@@ -175,7 +175,7 @@ def predict(
     mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
     registry = model.registry
     names = np.array(registry.names, dtype=object)
-    subs = np.array([c.sublattice for c in registry.classes], dtype=object)
+    subs = registry.sublattice_names()
     defects, sites, fields, images = [], [], [], {}
     bar = tqdm(total=len(mics), desc="images", disable=not progress, unit="img")
     for image_id, mic in mics:
@@ -211,7 +211,7 @@ def predict(
             det.points,
             det.classes,
             det.class_probs,
-            subs,
+            registry,
             consistent=sublattice_consistent,
         )
         det = dataclasses.replace(det, classes=classes)

@@ -273,27 +273,26 @@ def site_sublattices(
 
 
 def restrict_to_sublattice(
-    classes: np.ndarray, class_probs: np.ndarray, sublattice: np.ndarray, class_sublattices
+    classes: np.ndarray, class_probs: np.ndarray, sublattice: np.ndarray, registry
 ) -> np.ndarray:
     """Class ids made consistent with the geometric sublattice of each detection.
 
     classes: (N,) registry ids. class_probs: (N, K) probabilities of ids 1..K. sublattice: (N,)
-    geometric sublattice name per detection, None where unknown (kept as is).
-    class_sublattices: sublattice name of ids 0..K (index 0, 'none', is ignored). Each detection
-    whose class lies on the other sublattice gets its most probable class of its own site's
-    sublattice (a defect on a metal site cannot be a chalcogen-site defect).
+    geometric sublattice name per detection, None where unknown (kept as is). registry: the
+    `DefectRegistry` (which classes sit on which sublattice). Each detection whose class lies on
+    the other sublattice gets its most probable class of its own site's sublattice (a defect on
+    a metal site cannot be a chalcogen-site defect).
     """
-    classes = np.asarray(classes).copy()
+    classes = np.array(classes)
     if len(classes) == 0:
         return classes
-    probs = np.asarray(class_probs, np.float64).reshape(len(classes), -1)
-    class_subs = np.asarray(class_sublattices, object)[1:]
+    probs = np.asarray(class_probs).reshape(len(classes), -1)
     sub = np.asarray(sublattice, object)
-    for name in SUBLATTICES:
-        rows = (sub == name) & (class_subs[np.maximum(classes - 1, 0)] != name)
-        allowed = class_subs == name
-        if rows.any() and allowed.any():
-            classes[rows] = np.argmax(np.where(allowed, probs[rows], -1.0), axis=1) + 1
+    for name in registry.sublattices:
+        allowed = np.asarray(registry.ids_on(name), int)
+        rows = (sub == name) & ~np.isin(classes, allowed)
+        if rows.any() and len(allowed):
+            classes[rows] = allowed[np.argmax(probs[rows][:, allowed - 1], axis=1)]
     return classes
 
 
@@ -304,7 +303,7 @@ def columns_and_classes(
     points_px: np.ndarray,
     classes: np.ndarray,
     class_probs: np.ndarray,
-    class_sublattices,
+    registry,
     consistent: bool = True,
 ):
     """The lattice columns of a normalised image, their sublattices, and the defects' classes.
@@ -312,16 +311,15 @@ def columns_and_classes(
     Columns: `find_columns`, named by `assign_sublattices` (with the detections' classes).
     Classes: with `consistent`, restricted to the sublattice of each defect's site
     (`site_sublattices`, `restrict_to_sublattice`); otherwise returned as given. points_px
-    (N, 2) (row, col), classes (N,) registry ids, class_probs (N, K) of ids 1..K,
-    class_sublattices: sublattice name of ids 0..K. Returns (column points (M, 2) px, column
-    sublattices (M,), classes (N,)).
+    (N, 2) (row, col), classes (N,) ids of `registry` (a `DefectRegistry`), class_probs (N, K)
+    of ids 1..K. Returns (column points (M, 2) px, column sublattices (M,), classes (N,)).
     """
-    class_subs = np.asarray(class_sublattices, object)
     col_pts, col_vals = find_columns(image, pixel_size_A)
     col_sub = assign_sublattices(
-        col_pts, col_vals, pixel_size_A, brightness, points_px, class_subs[classes]
-    )
+        col_pts, col_vals, pixel_size_A, brightness, points_px,
+        registry.sublattice_names()[classes],
+    )  # fmt: skip
     if consistent:
         site_sub = site_sublattices(points_px, col_pts, col_sub, pixel_size_A)
-        classes = restrict_to_sublattice(classes, class_probs, site_sub, class_subs)
+        classes = restrict_to_sublattice(classes, class_probs, site_sub, registry)
     return col_pts, col_sub, classes

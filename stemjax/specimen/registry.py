@@ -98,6 +98,11 @@ class DefectRegistry:
         """(num_classes,) int32 sublattice index per class id, -1 for 'none'."""
         return np.array([self.sublattice_index(i) for i in range(self.num_classes)], np.int32)
 
+    def sublattice_names(self) -> np.ndarray:
+        """(num_classes,) object array: sublattice name per class id, None for 'none' (index it
+        with an array of class ids)."""
+        return np.array([c.sublattice for c in self.classes], dtype=object)
+
 
 def _check_slots(slots, where: str, source: str) -> None:
     if len(slots) > SLOTS_PER_SITE:

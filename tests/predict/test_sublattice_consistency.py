@@ -11,7 +11,6 @@ from stemjax.specimen import DefectRegistry, load_specimen_config
 
 PX = 0.2074
 REGISTRY = DefectRegistry.from_config(load_specimen_config("wse2te"))
-SUBS = [c.sublattice for c in REGISTRY.classes]  # by id; 'none' is None
 
 
 def _lattice(extent_A=30.0):
@@ -88,10 +87,10 @@ def test_restrict_to_sublattice_picks_the_best_class_of_the_site():
     probs[3, i["SeW"] - 1], probs[3, i["SV"] - 1] = 0.7, 0.2  # unknown site: unchanged
     classes = np.argmax(probs, 1) + 1
     site = np.array(["chalcogen", "metal", "chalcogen", None], dtype=object)
-    got = restrict_to_sublattice(classes, probs, site, SUBS)
+    got = restrict_to_sublattice(classes, probs, site, REGISTRY)
     assert got.tolist() == [i["2Te"], i["VW"], i["SeTe"], i["SeW"]]
     assert classes.tolist() == [i["2TeW"], i["SV"], i["SeTe"], i["SeW"]]  # input not modified
-    assert len(restrict_to_sublattice(np.zeros(0, int), np.zeros((0, k)), [], SUBS)) == 0
+    assert len(restrict_to_sublattice(np.zeros(0, int), np.zeros((0, k)), [], REGISTRY)) == 0
 
 
 class SwappingModel(FixtureModel):

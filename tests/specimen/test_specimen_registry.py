@@ -54,6 +54,8 @@ def test_wse2te_registry_ids_names_sublattices():
     assert reg.ids_on("metal") == (5, 6, 7)
     assert reg.sublattice("2TeW") == "metal" and reg.sublattice(0) is None
     np.testing.assert_array_equal(reg.sublattice_ids(), [-1, 1, 1, 1, 1, 0, 0, 0])
+    names = reg.sublattice_names()
+    assert names[0] is None and names[np.array([1, 5])].tolist() == ["chalcogen", "metal"]
     hash(reg)  # usable as static jit metadata
     with pytest.raises(ValueError, match=r"'Te2'.*known.*'2Te'"):
         reg.id("Te2")
