@@ -50,7 +50,7 @@ from stemjax.calibrate.model import (
     polar_aberrations,
     site_pixels,
 )
-from stemjax.calibrate.optimize import adam, lbfgs
+from stemjax.calibrate.optimize import Minimisers
 from stemjax.microscope_prior import MicroscopePrior, load_microscope_prior, mean_microscope
 from stemjax.physics.adf import Microscope
 
@@ -474,6 +474,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     noise_scale = float(np.std(image - np.roll(image, 1, 0))) / math.sqrt(2.0) + 1e-12
     scales = dict(SCALES, offset=noise_scale)
     mask_all = jnp.ones(image.shape, bool)
+    mini = Minimisers()  # compiles each stage's step once per objective and shape
 
     base = {
         "origin_x_px": 0.5 * (image.shape[0] - 1),
@@ -534,16 +535,10 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         start = start_dict(values)
         fns = pristine_fns
         loss_fn = fns[2]
-        theta, value = adam(
-            lambda t: loss_fn(t, start, mask_all, True),
-            theta0,
-            options.candidate_steps,
-            options.adam_lr,
-            frozen=frozen_coma,
-        )
-        theta, value = adam(
-            lambda t: loss_fn(t, start, mask_all, True), theta, options.adam_steps, options.adam_lr
-        )
+        robust = (start, mask_all, True)
+        theta, value = mini.adam(loss_fn, theta0, options.candidate_steps, options.adam_lr,
+                                 args=robust, frozen=frozen_coma)  # fmt: skip
+        theta, value = mini.adam(loss_fn, theta, options.adam_steps, options.adam_lr, args=robust)
         _log(verbose, f"lattice θ+{math.degrees(turn):.0f}°: robust loss {value:.5f}")
         # outlier columns, each with a free amplitude in the Gaussian likelihood (L-BFGS); the
         # set is re-scored on the new residual until it stops growing (≤ 3 rounds)
@@ -568,12 +563,9 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
             fns = _make_objectives(setup, image, scales, n_bg, options.huber, outlier_index)
             z2_fn, loss_fn = fns[1], fns[2]
             mask = jnp.asarray(mask_np)
-            theta, value = lbfgs(
-                lambda t, f=loss_fn, m=mask: f(t, start, m, False),
-                theta,
-                options.lbfgs_steps,
-                tol=1e-4 / float(mask_np.sum()),
-            )
+            theta, value = mini.lbfgs(loss_fn, theta, options.lbfgs_steps,
+                                      tol=1e-4 / float(mask_np.sum()),
+                                      args=(start, mask, False))  # fmt: skip
         n_used = float(mask_np.sum())
         # Bayesian information criterion per used pixel: each outlier amplitude costs ½ ln n.
         score = value + 0.5 * len(outlier_index) * math.log(n_used) / n_used
@@ -622,12 +614,8 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         for name, sign in flips.items():
             i = PARAMETERS.index(name)
             alt[i] = (sign * float(v_now[name]) - float(start[name])) / scales[name]
-        return lbfgs(
-            lambda t: loss_fn(t, start, mask, False),
-            jnp.asarray(alt),
-            options.lbfgs_steps,
-            tol=1e-4 / n_used,
-        )
+        return mini.lbfgs(loss_fn, jnp.asarray(alt), options.lbfgs_steps, tol=1e-4 / n_used,
+                          args=(start, mask, False))  # fmt: skip
 
     for _ in range(3):
         tried = {label: restart(theta, flips) for label, flips in starts.items()}

@@ -26,7 +26,7 @@ from stemjax.calibrate.model import (
     column_responses,
     render_signal,
 )
-from stemjax.calibrate.optimize import adam, lbfgs
+from stemjax.calibrate.optimize import Minimisers
 
 #: probe and lattice values taken from a Calibration (or given) and held fixed
 FIXED = ("pixel_size_angstrom", "stretch", "shear", *MICROSCOPE_PARAMETERS)
@@ -47,11 +47,6 @@ class ColumnRefinement:
     noise_sigma: float
     model: np.ndarray
     image: np.ndarray
-
-
-def _adam_then_lbfgs(loss, theta, steps_adam, steps_lbfgs, lr=0.05):
-    theta, _ = adam(loss, theta, steps_adam, lr, final_fraction=0.02)
-    return lbfgs(loss, theta, steps_lbfgs, tol=1e-10)[0] if steps_lbfgs else theta
 
 
 def refine_columns(
@@ -164,17 +159,23 @@ def refine_columns(
         probe_signal = np.asarray(render_signal({k: jnp.asarray(v) for k, v in base.items()},
                                                 setup, site_class=cls))  # fmt: skip
         scale0 = float(np.abs(probe_signal).max()) or 1.0
+
+        def loss(theta, rot0):
+            return nll(theta, rot0) / y.size
+
+        mini = Minimisers()  # one compilation for every turn and stage (rot0 is an argument)
         best = None
         for k in turns:
             rot0 = float(rotation_rad) + k * math.pi / 3
-            theta = start_theta(rot0)
-            theta = _adam_then_lbfgs(lambda t, r=rot0: nll(t, r) / y.size, theta, 150, 0)
+            theta, _ = mini.adam(loss, start_theta(rot0), 150, 0.05, args=(rot0,),
+                                 final_fraction=0.02)  # fmt: skip
             value = float(nll(theta, rot0))
             if best is None or value < best[0]:
                 best = (value, rot0, theta)
         _, rot0, theta = best
-        loss = lambda t: nll(t, rot0) / y.size  # noqa: E731
-        theta = _adam_then_lbfgs(loss, theta, *steps)
+        theta, _ = mini.adam(loss, theta, steps[0], 0.05, args=(rot0,), final_fraction=0.02)
+        if steps[1]:
+            theta, _ = mini.lbfgs(loss, theta, steps[1], tol=1e-10, args=(rot0,))
         hess = np.asarray(jax.hessian(lambda t: nll(t, rot0))(theta))
         cov = np.linalg.pinv(hess)
         values, disp = unpack(theta, rot0)
