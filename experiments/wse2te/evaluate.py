@@ -9,6 +9,9 @@ microscope draw the training-data `Batch` records).
 
 Two scorings, both one-to-one Hungarian matching within 0.8 Å (DESIGN.md):
 - `whole image`: every labelled defect inside the image ([0, size − 1] px) and every detection.
+- `whole image, partly visible defects neutral`: the same, except that a detection matched to a
+  defect centred just outside the image (partly visible; since `data.edge_targets` the network
+  is trained to mark those) is neither right nor wrong: the interior scoring with a 0 Å band.
 - `interior` (edge `stemjax.predict.EDGE_A` = 0.6 Å, the band `predict` drops): only defects and
   detections at least 0.6 Å inside the image count; a detection matched to a defect outside
   that region (in the band, or just outside the image) is neither right nor wrong, and a
@@ -241,8 +244,8 @@ def format_binned(name: str, rows) -> str:
 
 
 def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
-    """Score `data` at `threshold`, whole image and interior (edge band `edge_A`, Å):
-    (JSON-ready dict, printable text)."""
+    """Score `data` at `threshold` by the three scorings of the module docstring (interior:
+    edge band `edge_A`, Å): (JSON-ready dict, printable text)."""
     s = data["settings"]
     out = {
         **{k: v for k, v in s.items() if k != "seconds"},
@@ -258,11 +261,14 @@ def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
         f"threshold {threshold}; microscope overrides {s['overrides'] or 'none'}; classes "
         f"{'restricted to the site sublattice' if s.get('sublattice_consistent') else 'raw'}"
     ]
-    for name, edge in (("whole_image", None), ("interior", edge_A)):
+    scorings = (("whole_image", None), ("whole_image_partial_neutral", 0.0), ("interior", edge_A))
+    for name, edge in scorings:
         result, counts = score(data, threshold, edge)
         tables = {q: binned(data[q], counts, n_bins) for q in BINNED}
         out[name] = {"result": result.to_dict(), **{f"vs_{q}": r for q, r in tables.items()}}
-        title = "whole image" if edge is None else f"interior (edge {edge} Å)"
+        title = {"whole_image": "whole image",
+                 "whole_image_partial_neutral": "whole image, partly visible defects neutral",
+                 "interior": f"interior (edge {edge} Å)"}[name]  # fmt: skip
         text += [f"=== {title} ===", format_report(result)]
         text += [format_binned(q, rows) for q, rows in tables.items()]
     return out, "\n\n".join(text)

@@ -53,6 +53,7 @@ class DataConfig:
     column_cell_angstrom: float = 16.0
     column_phonons: int = 4
     z_offset_angstrom: float = 3.0
+    edge_targets: bool = True
 
 
 @jax.tree_util.register_dataclass
@@ -149,15 +150,17 @@ class BatchMaker:
             dose_electrons_per_pixel=dose,
         )
         valid = aux["inside"]
+        # Sites off the simulated canvas have no atoms; the renderers drop off-image pixels.
+        painted = specimen.site_valid if data.edge_targets else valid
         if data.target == "disk":
             targets = render_class_map(
-                warped, specimen.site_class, valid, out, data.target_radius_px
+                warped, specimen.site_class, painted, out, data.target_radius_px
             )
         else:
             targets = render_heatmaps(
                 warped,
                 specimen.site_class,
-                valid,
+                painted,
                 out,
                 self.registry.num_classes,
                 data.target_radius_px,

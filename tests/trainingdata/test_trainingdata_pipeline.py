@@ -1,5 +1,7 @@
 """make_batch: one jitted, on-device, deterministic `key → batch` per configuration."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -27,11 +29,43 @@ def test_batch_shapes_and_values(maker):
     # normalised like predict will normalise real images: median 0, robust spread 1
     assert abs(float(np.median(batch.images))) < 0.2
     assert np.asarray(batch.targets).max() < maker.registry.num_classes
-    # every painted target pixel belongs to a valid defect label of that class
+    # every painted target pixel belongs to a defect label of that class within the disk radius
+    r = maker.data.target_radius_px
+    pix = np.stack(np.meshgrid(np.arange(h), np.arange(h), indexing="ij"), -1).reshape(-1, 2)
     for i in range(b):
-        painted = set(np.unique(np.asarray(batch.targets[i]))) - {0}
-        labelled = set(np.asarray(batch.classes[i])[np.asarray(batch.valid[i])]) - {0}
-        assert painted <= labelled
+        t = np.asarray(batch.targets[i]).reshape(-1)
+        pts, cls = np.asarray(batch.points[i]), np.asarray(batch.classes[i])
+        for k in set(np.unique(t)) - {0}:
+            near = np.linalg.norm(pix[t == k][:, None] - pts[cls == k][None], axis=-1)
+            assert np.all(near.min(axis=1) <= r + 1e-3)
+
+
+def test_partly_visible_edge_defects_are_labelled(maker):
+    """edge_targets paints the in-image part of defects centred just outside the image (their
+    disk reaches in); without it only sites inside are painted. Images and labels are the same."""
+    off = dataclasses.replace(maker, data=dataclasses.replace(maker.data, edge_targets=False))
+    h, r = maker.data.image_size_px, maker.data.target_radius_px
+    pix = np.stack(np.meshgrid(np.arange(h), np.arange(h), indexing="ij"), -1).reshape(-1, 2)
+    n_edge = 0
+    for seed in range(3):
+        on_b = jax.device_get(maker.make_batch(jax.random.key(seed)))
+        off_b = jax.device_get(off.make_batch(jax.random.key(seed)))
+        np.testing.assert_array_equal(on_b.images, off_b.images)
+        np.testing.assert_array_equal(on_b.valid, off_b.valid)
+        for i in range(maker.data.batch_size):
+            pts, cls, valid = on_b.points[i], on_b.classes[i], on_b.valid[i]
+            d = np.linalg.norm(pix[:, None] - pts[None], axis=-1)  # (H*W, M) px
+            inside = np.any((d <= r) & valid & (cls > 0), axis=1)
+            edge = (d <= r) & ~valid & (cls > 0)
+            t_on, t_off = on_b.targets[i].reshape(-1), off_b.targets[i].reshape(-1)
+            np.testing.assert_array_equal(t_off > 0, inside)
+            np.testing.assert_array_equal(t_on > 0, inside | edge.any(axis=1))
+            only_edge = edge.any(axis=1) & ~inside
+            n_edge += int(only_edge.sum())
+            # those pixels carry the class of an outside defect that reaches them
+            for p in np.flatnonzero(only_edge):
+                assert t_on[p] in set(cls[edge[p]])
+    assert n_edge > 0  # the draws do hold partly visible defects
 
 
 def test_batch_records_the_microscope_draw(maker):
