@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 from stemjax.config import load_config, to_runtime
-from stemjax.evaluation import decode_defects, evaluate, format_report, match_detections
+from stemjax.evaluation import decode_defects, evaluate, format_report, restrict_to_region
 from stemjax.predict import EDGE_A, load_model
 from stemjax.predict.sites import columns_and_classes
 from stemjax.trainingdata.pipeline import build_batch_maker
@@ -171,24 +171,6 @@ def apply_threshold(preds, threshold, num_classes: int):
     return out
 
 
-def interior(pred, gt, size_px: int, edge_px: float, max_distance_px: float):
-    """One image restricted to the interior [edge, size − 1 − edge]² px (see the module
-    docstring): (pred, gt) dicts. gt: all labelled sites, inside the image or not (`Batch`
-    keeps the positions of sites outside it, with valid False)."""
-    g_cls = np.asarray(gt["classes"])
-    g_pts = np.asarray(gt["points"])[g_cls > 0]
-    g_cls = g_cls[g_cls > 0]
-    p_pts = np.asarray(pred["points"]).reshape(-1, 2)
-    inside = lambda q: np.all((q >= edge_px) & (q <= size_px - 1 - edge_px), axis=1)  # noqa: E731
-    g_in, p_in = inside(g_pts), inside(p_pts)
-    m = match_detections(p_pts, g_pts, max_distance_px)
-    partner = np.full(len(p_pts), -1)
-    partner[m.pred_index] = m.gt_index
-    keep = np.where(partner >= 0, g_in[np.maximum(partner, 0)], p_in)
-    return ({k: np.asarray(v)[keep] for k, v in pred.items()},
-            {"points": g_pts[g_in], "classes": g_cls[g_in]})  # fmt: skip
-
-
 def score(data, threshold, edge_A: float | None = None):
     """(EvaluationResult over all images, per-image counts dict of gt / tp / pred arrays).
     edge_A None: whole-image scoring; else the interior scoring with that edge band (Å)."""
@@ -197,7 +179,8 @@ def score(data, threshold, edge_A: float | None = None):
     if edge_A is not None:
         size = data["settings"]["size_px"]
         pairs = [
-            interior(p, g, size, edge_A / px, 0.8 / px) for p, g in zip(preds, gts, strict=True)
+            restrict_to_region(p, g, size, edge_A / px, 0.8 / px)
+            for p, g in zip(preds, gts, strict=True)
         ]
         preds, gts = [p for p, _ in pairs], [g for _, g in pairs]
     result = evaluate(preds, gts, reg.num_classes, list(reg.names), px)

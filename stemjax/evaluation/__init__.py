@@ -2,7 +2,8 @@
 
 Device: `decode_defects(logits)` → fixed-size `Detections` (jit/vmap; shared by validation and
 predict). Host: `detections_to_numpy`, `match_detections` (Hungarian within a radius),
-`evaluate` (per-class precision / recall / F1, confusion matrix, localisation RMSE in pm) and
+`restrict_to_region` (score a region only), `evaluate` (per-class precision / recall / F1,
+confusion matrix, localisation RMSE in pm) and
 `format_report`. Positions are (row, col) in px, pixel centres at integer coordinates.
 """
 
@@ -19,6 +20,7 @@ from stemjax.evaluation.metrics import (
     evaluate,
     format_report,
     match_detections,
+    restrict_to_region,
 )
 
 __all__ = [
@@ -32,4 +34,5 @@ __all__ = [
     "evaluate",
     "format_report",
     "match_detections",
+    "restrict_to_region",
 ]

@@ -207,6 +207,41 @@ def _images(items, what: str) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+def restrict_to_region(pred, gt, size_px, edge_px: float, max_distance_px: float):
+    """One image scored only inside the region [edge, size − 1 − edge]² px: (pred, gt) dicts.
+
+    pred: dict of points (n, 2) px and any per-detection arrays (rows with `valid` False are
+    dropped).
+    gt: points / classes of all labelled sites, inside the image or not (a `Batch` keeps the
+    sites outside with valid False). GT defects inside the region are kept. A detection matched
+    (within `max_distance_px`) to a defect outside the region is dropped, neither right nor
+    wrong; one matched to a defect inside is kept wherever it lies; an unmatched one is kept
+    only inside the region. With edge 0 this is the whole image with partly visible defects
+    (centred just outside, which the network is trained to mark) neutral; with predict's
+    `EDGE_A` it is the interior that `predict` reports. size_px: int or (H, W).
+    """
+    h, w = (size_px, size_px) if np.ndim(size_px) == 0 else size_px
+    pred = {k: np.asarray(v) for k, v in pred.items()}
+    if "valid" in pred:
+        ok = pred.pop("valid").astype(bool)
+        pred = {k: v[ok] for k, v in pred.items()}
+    g_cls = np.asarray(_field(gt, "classes"))
+    g_pts = np.asarray(_field(gt, "points")).reshape(-1, 2)[g_cls > 0]
+    g_cls = g_cls[g_cls > 0]
+    p_pts = pred["points"].reshape(-1, 2)
+
+    def inside(q):
+        return (q[:, 0] >= edge_px) & (q[:, 0] <= h - 1 - edge_px) & (
+            q[:, 1] >= edge_px) & (q[:, 1] <= w - 1 - edge_px)  # fmt: skip
+
+    g_in, p_in = inside(g_pts), inside(p_pts)
+    m = match_detections(p_pts, g_pts, max_distance_px)
+    partner = np.full(len(p_pts), -1)
+    partner[m.pred_index] = m.gt_index
+    keep = np.where(partner >= 0, g_in[np.maximum(partner, 0)], p_in)
+    return {k: v[keep] for k, v in pred.items()}, {"points": g_pts[g_in], "classes": g_cls[g_in]}
+
+
 def evaluate(
     predictions,
     ground_truth,

@@ -42,7 +42,8 @@ class TrainerConfig:
     EMA weights are then used for validation). log_every / eval_every / checkpoint_every: in
     steps (0 = only at the end). keep_checkpoints: latest checkpoints kept (plus the best by
     validation F1). val_batches: validation batches (drawn once from the EVAL prior with keys
-    from `val_seed`). resume: continue from the latest checkpoint in the run directory.
+    from `val_seed`; scored on the whole image, a detection of a defect centred just outside it
+    neither right nor wrong, `stemjax.evaluation.restrict_to_region`). resume: continue from the latest checkpoint in the run directory.
     seed: data stream and initialisation seed. class_weight_batches: training batches whose
     class-pixel frequencies set the loss weights (0 = unweighted). decode_threshold /
     min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
@@ -339,7 +340,7 @@ def train(
     from omegaconf import DictConfig, OmegaConf
 
     from stemjax.config import to_runtime
-    from stemjax.evaluation import decode_defects, evaluate
+    from stemjax.evaluation import decode_defects, evaluate, restrict_to_region
     from stemjax.model import make_loss
     from stemjax.training.checkpoint import Checkpointer
     from stemjax.trainingdata.pipeline import build_batch_maker
@@ -418,11 +419,16 @@ def train(
             ]
             if first is None:
                 first = (batch.images[0], batch.targets[0], np.asarray(logits[0]))
-        gts = [
-            {"points": b.points[i], "classes": b.classes[i], "valid": b.valid[i]}
-            for b in val_set
-            for i in range(b.points.shape[0])
-        ]
+        # whole image, a detection of a partly visible defect centred just outside it neutral
+        # (the targets mark those, `DataConfig.edge_targets`)
+        size = val_set[0].images.shape[1:] if val_set else (0, 0)
+        pairs = [
+            restrict_to_region(p, {"points": b.points[i], "classes": b.classes[i]}, size, 0.0,
+                               0.8 / pixel_size)
+            for p, (b, i) in zip(preds, ((b, i) for b in val_set
+                                         for i in range(b.points.shape[0])), strict=True)
+        ]  # fmt: skip
+        preds, gts = [p for p, _ in pairs], [g for _, g in pairs]
         result = evaluate(preds, gts, num_classes, list(registry.names), pixel_size)
         scalars = {"val_" + k: v for k, v in result.scalars().items()}
         scalars["val_loss"] = float(np.mean(losses)) if losses else float("nan")

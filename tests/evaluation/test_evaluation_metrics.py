@@ -192,3 +192,32 @@ def test_componentwise_matching_equals_dense_hungarian():
         assert m.distance.sum() == pytest.approx(dist[r, c][ok].sum(), rel=1e-9)
         assert len(set(m.pred_index)) == len(m.pred_index) == len(set(m.gt_index))
         assert np.all(m.distance <= 0.8)
+
+
+def test_restrict_to_region_scores_only_the_region():
+    """Edge band 2 px of a 20 px image: GT inside kept; a detection of a defect outside the
+    region is neutral (dropped) wherever it lies; a detection in the band matched to a defect
+    inside counts; an unmatched detection counts only inside; invalid rows are dropped."""
+    from stemjax.evaluation import restrict_to_region
+
+    gt = {
+        "points": np.array([[10.0, 10.0], [2.5, 10.0], [-0.5, 5.0], [1.0, 15.0], [12.0, 12.0]]),
+        "classes": np.array([1, 2, 3, 1, 0]),  # the last is pristine: never a defect
+    }
+    pred = {
+        "points": np.array([[10.2, 10.0], [1.9, 10.0], [0.0, 5.0], [1.2, 15.0], [5.0, 5.0],
+                            [0.5, 8.0], [12.0, 12.0], [7.0, 7.0]]),
+        "classes": np.array([1, 2, 3, 1, 2, 1, 2, 1]),
+        "scores": np.arange(8.0),
+        "valid": np.array([1, 1, 1, 1, 1, 1, 1, 0], bool),
+    }  # fmt: skip
+    p, g = restrict_to_region(pred, gt, 20, 2.0, 1.0)
+    np.testing.assert_array_equal(g["points"], [[10.0, 10.0], [2.5, 10.0]])
+    # kept: the two matched to inside defects (one in the band), the unmatched inside one, and
+    # the unmatched one on the pristine site (a false detection)
+    np.testing.assert_array_equal(p["scores"], [0.0, 1.0, 4.0, 6.0])
+    assert set(p) == {"points", "classes", "scores"}
+    # edge 0: the whole image, defects centred just outside it neutral
+    p0, g0 = restrict_to_region(pred, gt, (20, 20), 0.0, 1.0)
+    assert len(g0["points"]) == 3  # (−0.5, 5) is outside the image
+    np.testing.assert_array_equal(p0["scores"], [0.0, 1.0, 3.0, 4.0, 5.0, 6.0])
