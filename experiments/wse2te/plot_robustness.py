@@ -23,10 +23,15 @@ PANELS = {
 }
 
 
+#: the whole-image scoring drawn dotted, the first a result has (older results: strict only)
+WHOLE = {"whole_image_partial_neutral": "whole image, partly visible neutral",
+         "whole_image": "whole image"}  # fmt: skip
+
+
 def plot(results: dict, path, scoring: str = "interior"):
     """One panel per quantity; per labelled result, recall (solid) and precision (dashed) at
     each bin's centre, the bin's range as the horizontal bar (`scoring`: 'interior' or
-    'whole_image', see evaluate.py); whole-image precision dotted for comparison."""
+    'whole_image', see evaluate.py); whole-image precision (`WHOLE`) dotted for comparison."""
     fig = Figure(figsize=(13, 5.0))
     axes = fig.subplots(1, len(PANELS), sharey=True)
     colours = ["C0", "C3", "C2", "C1", "C4"]
@@ -41,9 +46,10 @@ def plot(results: dict, path, scoring: str = "interior"):
                 y = [np.nan if r[key] is None else r[key] for r in rows]
                 ax.errorbar(mid, y, xerr=xerr.T, marker=marker, ls=ls, color=colours[c % 5],
                             capsize=2, ms=4, label=f"{key}, {label}")  # fmt: skip
-            whole = [r["precision"] for r in res["whole_image"][f"vs_{name}"]]
+            whole_key = next(k for k in WHOLE if k in res)
+            whole = [r["precision"] for r in res[whole_key][f"vs_{name}"]]
             ax.plot(mid, whole, ls=":", marker=".", color=colours[c % 5], lw=1,
-                    label=f"precision (whole image), {label}")  # fmt: skip
+                    label=f"precision ({WHOLE[whole_key]}), {label}")  # fmt: skip
         ax.axhline(0.99, color="grey", lw=0.8, ls=":")
         ax.set_xlabel(header)
         ax.grid(alpha=0.3)

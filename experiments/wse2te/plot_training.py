@@ -1,10 +1,12 @@
 """Training curve of the shipped model: loss and validation metrics from its metrics.csv.
 
-    python experiments/wse2te/plot_training.py [METRICS_CSV] [FINE_TUNE_STEP]
+    python experiments/wse2te/plot_training.py [METRICS_CSV]
 
-FINE_TUNE_STEP marks where the run was resumed with a wider microscope prior (its validation
-images are drawn from that prior from then on, so validation scores before and after it are not
-comparable).
+Dotted lines mark where the run was resumed with a wider microscope prior (`FINE_TUNES`): its
+validation images are drawn from that prior from then on, so validation scores on either side
+are not comparable. From step 2750 the targets also label partly visible edge defects while the
+run's validation still scored the whole image strictly (those detections counted as spurious),
+so its validation precision drops there; the held-out tests in REPORT.md score it properly.
 """
 
 import sys
@@ -14,10 +16,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 HERE = Path(__file__).parent
+FINE_TUNES = ((1750, "Δf ±20 Å, σ ±0.13 Å"), (2750, "Δf ±30 Å, σ ±0.17 Å, edge labels"))
 
 
-def main(path=HERE / "runs" / "cpu_wide" / "metrics.csv", fine_tune_step=1750):
-    fine_tune_step = float(fine_tune_step)  # also from the command line; 0: no marker
+def main(path=HERE / "runs" / "cpu_wider" / "metrics.csv"):
     m = pd.read_csv(path)
     m.to_csv(HERE / "training_metrics.csv", index=False)
     fig = Figure(figsize=(10, 3.6))
@@ -29,14 +31,14 @@ def main(path=HERE / "runs" / "cpu_wide" / "metrics.csv", fine_tune_step=1750):
     for key in ("val_recall", "val_precision", "val_f1"):
         b.plot(v["step"], v[key], "o-", label=key[4:])
     b.set_xlabel("step")
-    b.set_ylim(0.8, 1.001)
+    b.set_ylim(0.6, 1.005)
     b.set_title("validation, all defects (0.8 Å matching, threshold 0.5)")
-    if fine_tune_step:
+    for step, label in FINE_TUNES:
         for ax in (a, b):
-            ax.axvline(fine_tune_step, color="0.5", ls=":", lw=1)
-        a.text(fine_tune_step, a.get_ylim()[1], " wider Δf, σ prior →", va="top", fontsize=8)
-    a.legend(frameon=False, loc="upper right", bbox_to_anchor=(1.0, 0.92))
-    b.legend(frameon=False)
+            ax.axvline(step, color="0.5", ls=":", lw=1)
+        a.text(step, a.get_ylim()[1], f" {label} →", va="top", fontsize=7, rotation=90)
+    a.legend(frameon=False, loc="lower left")
+    b.legend(frameon=False, loc="lower left")
     fig.tight_layout()
     fig.savefig(HERE / "training_curve.png", dpi=110)
 
