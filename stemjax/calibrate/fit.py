@@ -225,9 +225,19 @@ def _unpack(theta, start: dict, scales: dict, n_background: int):
 
 
 def _amplitudes(theta, n_sites: int, outlier_index, n_background: int):
-    """(M,) response factor of every site: 1, except the outlier columns' free amplitudes."""
+    """(M,) response factor of every site: 1, except the outlier columns' free amplitudes
+    (theta's entries after the background, one per `outlier_index` entry; an index ≥ M is
+    padding and sets nothing)."""
     free = 1.0 + AMPLITUDE_SCALE * theta[len(PARAMETERS) + n_background :]
-    return jnp.ones(n_sites, theta.dtype).at[outlier_index].set(free)
+    return jnp.ones(n_sites, theta.dtype).at[outlier_index].set(free, mode="drop")
+
+
+def _padded(outlier_index, n_sites: int) -> jnp.ndarray:
+    """(n_sites,) int32: the outlier sites, then padding (index n_sites). Fits whose outlier
+    set grows keep one parameter-vector shape, so their L-BFGS step compiles once."""
+    out = np.full(n_sites, n_sites, np.int32)
+    out[: len(outlier_index)] = outlier_index
+    return jnp.asarray(out)
 
 
 def _physical_vector(theta, start, scales, n_background):
@@ -247,35 +257,37 @@ def _huber(z2, delta):
     return jnp.where(z <= delta, 0.5 * z2, delta * z - 0.5 * delta**2)
 
 
-def _make_objectives(setup: LatticeSetup, image, scales, n_background, huber, outliers=()):
+def _make_objectives(setup: LatticeSetup, image, scales, n_background, huber):
+    """Model, z², loss, total NLL and its Hessian and gradient for one image, made once per fit.
+    Each takes `outliers`, (K,) int32 site indices whose amplitudes are theta's last K entries
+    (`_amplitudes`), as data: each shape of theta compiles once, whichever sites they are."""
     basis = jnp.asarray(legendre_basis(setup.image_shape, setup.background_order))[:n_background]
     y = jnp.asarray(image)
-    outlier_index = jnp.asarray(np.asarray(outliers, np.int32))
     n_sites = len(setup.site_xy)
 
-    def model(theta, start):
+    def model(theta, start, outliers):
         values, background = _unpack(theta, start, scales, n_background)
-        amplitude = _amplitudes(theta, n_sites, outlier_index, n_background)
+        amplitude = _amplitudes(theta, n_sites, outliers, n_background)
         return expected_signal(values, background, setup, basis, site_amplitude=amplitude)
 
-    def nll_terms(theta, start, robust):
-        mean, var = model(theta, start)
+    def nll_terms(theta, start, outliers, robust):
+        mean, var = model(theta, start, outliers)
         var = jnp.maximum(var, 1e-12)
         z2 = (y - mean) ** 2 / var
         rho = jnp.where(robust, _huber(z2, huber), 0.5 * z2)
         return rho + 0.5 * jnp.log(var), z2
 
-    def loss(theta, start, mask, robust):
-        terms, _ = nll_terms(theta, start, robust)
+    def loss(theta, start, mask, robust, outliers):
+        terms, _ = nll_terms(theta, start, outliers, robust)
         return jnp.sum(jnp.where(mask, terms, 0.0)) / jnp.sum(mask)
 
-    def total_nll(theta, start, mask):
-        terms, _ = nll_terms(theta, start, False)
+    def total_nll(theta, start, mask, outliers):
+        terms, _ = nll_terms(theta, start, outliers, False)
         return jnp.sum(jnp.where(mask, terms, 0.0))
 
     return (
         jax.jit(model),
-        jax.jit(lambda t, s: nll_terms(t, s, False)[1]),
+        jax.jit(lambda t, s, o: nll_terms(t, s, o, False)[1]),
         loss,
         jax.jit(total_nll),
         jax.jit(jax.hessian(total_nll)),
@@ -496,9 +508,13 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         base["defocus_angstrom"] = 3.0  # off the symmetric point, where ∂I/∂Δf = 0
     base["source_size_angstrom"] = max(base["source_size_angstrom"], 0.1)
 
-    theta0 = jnp.zeros(len(PARAMETERS) + n_bg)
-    pristine_fns = _make_objectives(setup, image, scales, n_bg, options.huber)  # no outliers
-    model_fn = pristine_fns[0]
+    n_core = len(PARAMETERS) + n_bg
+    n_sites_all = len(setup.site_xy)
+    theta0 = jnp.zeros(n_core)
+    no_outliers = jnp.zeros(0, jnp.int32)
+    model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = _make_objectives(
+        setup, image, scales, n_bg, options.huber
+    )
 
     def start_dict(values):
         d = {k: jnp.asarray(values[k], jnp.float64) for k in PARAMETERS}
@@ -510,12 +526,12 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         values = dict(values)
         values.update(dose_electrons_per_px=1.0, gain=1.0, offset=0.0, read_noise_electrons=0.0)
         start = start_dict(values)
-        signal = np.asarray(model_fn(theta0, start)[0])
+        signal = np.asarray(model_fn(theta0, start, no_outliers)[0])
         if "origin_x_px" not in initial:
             shift = _cross_correlation_origin(image, signal)
             values["origin_x_px"] += shift[0]
             values["origin_y_px"] += shift[1]
-            signal = np.asarray(model_fn(theta0, start_dict(values))[0])
+            signal = np.asarray(model_fn(theta0, start_dict(values), no_outliers)[0])
         scale, offset, gain, read = _linear_intensity(image, signal)
         values.update(
             gain=max(gain, 1e-6),
@@ -533,23 +549,22 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         lattice rotated by `turn`. Returns the fit state (dict)."""
         values = init_intensity(dict(base, rotation_rad=base["rotation_rad"] + turn))
         start = start_dict(values)
-        fns = pristine_fns
-        loss_fn = fns[2]
-        robust = (start, mask_all, True)
+        robust = (start, mask_all, True, no_outliers)
         theta, value = mini.adam(loss_fn, theta0, options.candidate_steps, options.adam_lr,
                                  args=robust, frozen=frozen_coma)  # fmt: skip
         theta, value = mini.adam(loss_fn, theta, options.adam_steps, options.adam_lr, args=robust)
         _log(verbose, f"lattice θ+{math.degrees(turn):.0f}°: robust loss {value:.5f}")
         # outlier columns, each with a free amplitude in the Gaussian likelihood (L-BFGS); the
-        # set is re-scored on the new residual until it stops growing (≤ 3 rounds)
-        z2_fn = fns[1]
+        # set is re-scored on the new residual until it stops growing (≤ 3 rounds). theta holds
+        # an amplitude slot for every site (`_padded`), so every round shares one compilation
+        theta = jnp.concatenate([theta, jnp.zeros(n_sites_all)])
         outlier_index = np.zeros(0, np.int64)
         mask_np = np.ones(image.shape, bool)
         for _round in range(4):
             values, _ = _unpack(theta, start, scales, n_bg)
             uv = np.asarray(site_pixels(values, setup))
             new, mask_new, n_sites = _outlier_sites(
-                np.asarray(z2_fn(theta, start)), uv, setup,
+                np.asarray(z2_fn(theta, start, _padded(outlier_index, n_sites_all))), uv, setup,
                 float(values["pixel_size_angstrom"]), options,
             )  # fmt: skip
             added = np.setdiff1d(new, outlier_index)
@@ -559,18 +574,16 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
                 break
             outlier_index = np.concatenate([outlier_index, added])
             mask_np = mask_np & mask_new
-            theta = jnp.concatenate([theta, jnp.zeros(len(added))])
-            fns = _make_objectives(setup, image, scales, n_bg, options.huber, outlier_index)
-            z2_fn, loss_fn = fns[1], fns[2]
             mask = jnp.asarray(mask_np)
             theta, value = mini.lbfgs(loss_fn, theta, options.lbfgs_steps,
                                       tol=1e-4 / float(mask_np.sum()),
-                                      args=(start, mask, False))  # fmt: skip
+                                      args=(start, mask, False,
+                                            _padded(outlier_index, n_sites_all)))  # fmt: skip
         n_used = float(mask_np.sum())
         # Bayesian information criterion per used pixel: each outlier amplitude costs ½ ln n.
         score = value + 0.5 * len(outlier_index) * math.log(n_used) / n_used
         _log(verbose, f"  {len(outlier_index)} of {n_sites} outlier columns; BIC/px {score:.6f}")
-        return dict(theta=theta, value=value, start=start, fns=fns, mask_np=mask_np,
+        return dict(theta=theta, value=value, start=start, mask_np=mask_np,
                     outlier_index=outlier_index, n_sites=n_sites, uv=uv, score=score)  # fmt: skip
 
     # --- sublattice choice: the Bragg spots fix the rotation only modulo 60°, and θ + 60° swaps
@@ -587,12 +600,14 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     )
     theta, value, start = best["theta"], best["value"], best["start"]
     mask_np, outlier_index, n_sites = best["mask_np"], best["outlier_index"], best["n_sites"]
-    model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = best["fns"]
     mask = jnp.asarray(mask_np)
+    padded = _padded(outlier_index, n_sites_all)  # theta: every site's slot (L-BFGS stages)
+    exact = jnp.asarray(outlier_index, jnp.int32)  # theta[: n_exact]: the outliers' (polish)
+    n_exact = n_core + len(outlier_index)
     outliers = best["uv"][outlier_index]
     if strict:  # a misfit here stays one (the restarts and the polish move the NLL by a few
         # units): say so now rather than after them
-        z2 = np.asarray(z2_fn(theta, start))
+        z2 = np.asarray(z2_fn(theta, start, padded))
         problems = _fit_problems(float(z2[mask_np].mean()), len(outlier_index) / max(n_sites, 1),
                                  registration_delta, options)  # fmt: skip
         if problems:
@@ -615,7 +630,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
             i = PARAMETERS.index(name)
             alt[i] = (sign * float(v_now[name]) - float(start[name])) / scales[name]
         return mini.lbfgs(loss_fn, jnp.asarray(alt), options.lbfgs_steps, tol=1e-4 / n_used,
-                          args=(start, mask, False))  # fmt: skip
+                          args=(start, mask, False, padded))  # fmt: skip
 
     for _ in range(3):
         tried = {label: restart(theta, flips) for label, flips in starts.items()}
@@ -636,11 +651,13 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         """A few Newton steps on the total NLL (L-BFGS stops on a loss tolerance; the
         uncertainties need the optimum itself), each kept only if it lowers the NLL; then the
         values, 1σ (inverse Hessian, delta method), derived quantities and the curvature checks'
-        numbers at the optimum, from the Hessian the last step computed. Returns (theta, dict)."""
-        f0 = float(total_nll(theta, start, mask))
+        numbers at the optimum, from the Hessian the last step computed. `theta` may carry the
+        padded amplitude slots of the L-BFGS stages; the returned one has only the outliers'."""
+        theta = theta[:n_exact]
+        f0 = float(total_nll(theta, start, mask, exact))
         for _ in range(8):
-            hess = np.asarray(hessian_fn(theta, start, mask))
-            grad = np.asarray(grad_fn(theta, start, mask))
+            hess = np.asarray(hessian_fn(theta, start, mask, exact))
+            grad = np.asarray(grad_fn(theta, start, mask, exact))
             try:
                 step = np.linalg.solve(hess, grad)
             except np.linalg.LinAlgError:
@@ -649,15 +666,15 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
                 break
             for t in (1.0, 0.5, 0.25, 0.125):
                 trial = theta - t * jnp.asarray(step)
-                f1 = float(total_nll(trial, start, mask))
+                f1 = float(total_nll(trial, start, mask, exact))
                 if f1 < f0:
                     theta, f0 = trial, f1
                     break
             else:
                 break
         else:  # every step taken: the curvature at where it stopped
-            hess = np.asarray(hessian_fn(theta, start, mask))
-            grad = np.asarray(grad_fn(theta, start, mask))
+            hess = np.asarray(hessian_fn(theta, start, mask, exact))
+            grad = np.asarray(grad_fn(theta, start, mask, exact))
         try:
             eig_min = float(np.linalg.eigvalsh(hess).min())
             cov_theta = np.linalg.pinv(hess)
@@ -686,7 +703,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
 
         other, alternative = polish(max(mirrored, key=distance))
         alternative["delta_nll"] = float(
-            total_nll(other, start, mask) - total_nll(theta, start, mask)
+            total_nll(other, start, mask, exact) - total_nll(theta, start, mask, exact)
         )
         for key in ("phys", "cov", "eig_min", "decrement"):
             alternative.pop(key)
@@ -709,7 +726,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     phys, cov = best["phys"], best["cov"]
     values, sigma = best["values"], best["sigma"]
     derived, derived_sigma = best["derived"], best["derived_sigma"]
-    mean, var = (np.asarray(a) for a in model_fn(theta, start))
+    mean, var = (np.asarray(a) for a in model_fn(theta, start, exact))
     z2 = (image - mean) ** 2 / var
     reduced = float(z2[mask_np].mean())
     fraction = len(outlier_index) / max(n_sites, 1)

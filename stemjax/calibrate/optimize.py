@@ -32,6 +32,12 @@ def _lbfgs_step(loss, theta, state, args):
     return optax.apply_updates(theta, updates), state, value
 
 
+def _strong(tree):
+    """`tree` with weak types made strong: optax's L-BFGS init holds weakly typed scalars that
+    its update returns strongly typed, which would compile the step twice."""
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), tree)
+
+
 def _value(loss, theta, args):
     return loss(theta, *args)
 
@@ -64,7 +70,7 @@ class Minimisers:
         """L-BFGS (optax, zoom line search) until the loss changes by < `tol` over 5
         iterations or `steps` iterations. Returns (theta, loss)."""
         args = tuple(args)
-        state, history = _LBFGS.init(theta), []
+        state, history = _strong(_LBFGS.init(theta)), []
         for _ in range(int(steps)):
             theta, state, value = self._lbfgs_step(loss, theta, state, args)
             history.append(float(value))

@@ -38,6 +38,7 @@ def test_stages_share_one_compilation_and_lbfgs_converges():
         mini.adam(_loss, jnp.zeros(2), 5, 0.1, args=(jnp.full(2, c), jnp.ones(2)))
     n_adam = len(TRACES)
     assert n_adam <= 2  # one value-and-grad trace (jax may trace the function once more)
+    compiled = mini._lbfgs_step._cache_size()  # jax's cache, shared by every Minimisers
     for c in (1.0, 2.0):
         args = (jnp.full(2, c), jnp.ones(2))
         theta, _ = mini.lbfgs(_loss, jnp.zeros(2), 50, 1e-12, args=args)
@@ -47,3 +48,6 @@ def test_stages_share_one_compilation_and_lbfgs_converges():
     n_lbfgs = len(TRACES) - n_adam
     mini.lbfgs(_loss, jnp.zeros(2), 50, 1e-12, args=(jnp.full(2, 5.0), jnp.ones(2)))
     assert len(TRACES) - n_adam == n_lbfgs  # the third L-BFGS stage traced nothing new
+    # one new executable for every L-BFGS step (optax's initial state is weakly typed, its
+    # updated state is not: without care the second step compiles again)
+    assert mini._lbfgs_step._cache_size() == compiled + 1
