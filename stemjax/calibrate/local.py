@@ -204,8 +204,8 @@ def refine_columns(
         columns=columns,
         rotation_rad=float(values["rotation_rad"]),
         origin_px=np.array([float(values["origin_x_px"]), float(values["origin_y_px"])]),
-        defect_amplitude=float(1.0 + 0.05 * theta[3]),
-        noise_sigma=float(np.exp(theta[6])),
+        defect_amplitude=1.0 + 0.05 * float(theta[3]),
+        noise_sigma=math.exp(float(theta[6])),
         model=model,
         image=img,
     )

@@ -3,6 +3,7 @@ within 1 pm RMS from the average of 50 noisy instances."""
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,10 +43,12 @@ def test_displacements_recovered_from_a_class_average(specimen, microscope):
         "pixel_size_angstrom": PIXEL, "stretch": 0.0, "shear": 0.0, "c21_x_angstrom": 0.0,
         "c21_y_angstrom": 0.0, **PROBE,
     }  # fmt: skip
-    signal = np.asarray(render_signal(
-        {k: jnp.asarray(v) for k, v in values.items()}, setup, site_class=jnp.asarray(site_class),
-        site_offsets_px=jnp.asarray(disp_pm / 100.0 / PIXEL),
-    ))  # fmt: skip
+    with jax.enable_x64(True):  # the truth in float64, as the refinement computes
+        offsets_px = jnp.asarray(disp_pm / 100.0 / PIXEL)
+        signal = np.asarray(render_signal(
+            {k: jnp.asarray(v) for k, v in values.items()}, setup,
+            site_class=jnp.asarray(site_class), site_offsets_px=offsets_px,
+        ))  # fmt: skip
     rng = np.random.default_rng(0)
     dose = 3745.0
     average = np.mean([rng.poisson(dose * np.maximum(signal, 0)) for _ in range(50)], axis=0)
