@@ -117,8 +117,13 @@ class Checkpointer:
         return step, restored
 
     def _metadata_tree(self, step: int):
-        with ocp.StandardCheckpointer() as reader:
-            return reader.metadata(self.directory / str(step) / "default").item_metadata.tree
+        # the item's own handler: a StandardCheckpointer would also look for step metadata
+        # inside the item folder and log a spurious "Metadata file does not exist" warning
+        handler = ocp.PyTreeCheckpointHandler()
+        try:
+            return handler.metadata(self.directory / str(step) / "default").tree
+        finally:
+            handler.close()
 
     def item_keys(self, step: int) -> list[str]:
         """Top-level keys of the state saved at `step` (e.g. ['ema', 'model', 'opt'])."""

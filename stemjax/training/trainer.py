@@ -43,7 +43,8 @@ class TrainerConfig:
     steps (0 = only at the end). keep_checkpoints: latest checkpoints kept (plus the best by
     validation F1). val_batches: validation batches (drawn once from the EVAL prior with keys
     from `val_seed`; scored on the whole image, a detection of a defect centred just outside it
-    neither right nor wrong, `stemjax.evaluation.restrict_to_region`). resume: continue from the latest checkpoint in the run directory.
+    neither right nor wrong, `stemjax.evaluation.restrict_to_region`). resume: continue from
+    the latest checkpoint in the run directory.
     seed: data stream and initialisation seed. class_weight_batches: training batches whose
     class-pixel frequencies set the loss weights (0 = unweighted). decode_threshold /
     min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
