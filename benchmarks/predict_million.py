@@ -172,19 +172,22 @@ def main():
             f"| {image_id} | {df:+.1f} | {sigma:.3f} | {dose:.0f} | {s.n_ground_truth} | "
             f"{errors} | {fmt(s.recall)} | {fmt(s.precision)} |"
         )
+
     # where the surplus of an over-counted class comes from: the true class of each false
     # detection (confusion column; 'none' = no true defect within 0.8 Å) and its micrographs
+    def false_detections(metrics):
+        return metrics.predicted - metrics.true_positives
+
     conf = np.asarray(scores.confusion)
-    for c in scores.per_class:
-        false = c.predicted - c.true_positives
+    for k, c in enumerate(scores.per_class):
+        false = false_detections(c)
         if c.predicted <= c.support or false == 0:
             continue
         column = conf[:, c.id]
         sources = ", ".join(f"{names[g] if g else 'none'} {int(column[g])}"
                             for g in np.flatnonzero(column) if g != c.id)  # fmt: skip
-        where = sorted(((int(np.asarray(r[2].confusion)[:, c.id].sum()
-                             - np.asarray(r[2].confusion)[c.id, c.id]), r[1])
-                        for r in per_image), reverse=True)  # fmt: skip
+        where = sorted(((false_detections(s.per_class[k]), image_id)
+                        for _, image_id, s, _ in per_image), reverse=True)  # fmt: skip
         where = ", ".join(f"{i} {n}" for n, i in where[:4] if n)
         print(f"\n{c.name}: {c.predicted} found for {c.support} true; its {false} false "
               f"detections are truly: {sources}; micrographs with the most: {where}")  # fmt: skip

@@ -509,7 +509,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     base["source_size_angstrom"] = max(base["source_size_angstrom"], 0.1)
 
     n_core = len(PARAMETERS) + n_bg
-    n_sites_all = len(setup.site_xy)
+    n_lattice_sites = len(setup.site_xy)  # every column of the setup (n_sites: those scored)
     theta0 = jnp.zeros(n_core)
     no_outliers = jnp.zeros(0, jnp.int32)
     model_fn, z2_fn, loss_fn, total_nll, hessian_fn, grad_fn = _make_objectives(
@@ -557,14 +557,14 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         # outlier columns, each with a free amplitude in the Gaussian likelihood (L-BFGS); the
         # set is re-scored on the new residual until it stops growing (≤ 3 rounds). theta holds
         # an amplitude slot for every site (`_padded`), so every round shares one compilation
-        theta = jnp.concatenate([theta, jnp.zeros(n_sites_all)])
+        theta = jnp.concatenate([theta, jnp.zeros(n_lattice_sites)])
         outlier_index = np.zeros(0, np.int64)
         mask_np = np.ones(image.shape, bool)
         for _round in range(4):
             values, _ = _unpack(theta, start, scales, n_bg)
             uv = np.asarray(site_pixels(values, setup))
             new, mask_new, n_sites = _outlier_sites(
-                np.asarray(z2_fn(theta, start, _padded(outlier_index, n_sites_all))), uv, setup,
+                np.asarray(z2_fn(theta, start, _padded(outlier_index, n_lattice_sites))), uv, setup,
                 float(values["pixel_size_angstrom"]), options,
             )  # fmt: skip
             added = np.setdiff1d(new, outlier_index)
@@ -578,7 +578,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
             theta, value = mini.lbfgs(loss_fn, theta, options.lbfgs_steps,
                                       tol=1e-4 / float(mask_np.sum()),
                                       args=(start, mask, False,
-                                            _padded(outlier_index, n_sites_all)))  # fmt: skip
+                                            _padded(outlier_index, n_lattice_sites)))  # fmt: skip
         n_used = float(mask_np.sum())
         # Bayesian information criterion per used pixel: each outlier amplitude costs ½ ln n.
         score = value + 0.5 * len(outlier_index) * math.log(n_used) / n_used
@@ -601,7 +601,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
     theta, value, start = best["theta"], best["value"], best["start"]
     mask_np, outlier_index, n_sites = best["mask_np"], best["outlier_index"], best["n_sites"]
     mask = jnp.asarray(mask_np)
-    padded = _padded(outlier_index, n_sites_all)  # theta: every site's slot (L-BFGS stages)
+    padded = _padded(outlier_index, n_lattice_sites)  # theta: every site's slot (L-BFGS stages)
     exact = jnp.asarray(outlier_index, jnp.int32)  # theta[: n_exact]: the outliers' (polish)
     n_exact = n_core + len(outlier_index)
     outliers = best["uv"][outlier_index]
