@@ -12,7 +12,13 @@ from stemjax.physics.potential import (
     projected_potential_radial,
     projected_scattering_factor,
 )
-from stemjax.physics.probe import ABERRATION_SYMBOLS, Aberrations, aberration_phase, probe_fourier
+from stemjax.physics.probe import (
+    ABERRATION_SYMBOLS,
+    Aberrations,
+    aberration_phase,
+    aberration_phase_rms,
+    probe_fourier,
+)
 
 __all__ = [
     "ABERRATION_SYMBOLS",
@@ -21,6 +27,7 @@ __all__ = [
     "Microscope",
     "Parametrization",
     "aberration_phase",
+    "aberration_phase_rms",
     "adf_image",
     "interaction_constant",
     "load_parametrization",

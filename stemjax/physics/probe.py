@@ -4,6 +4,7 @@ from dataclasses import dataclass, fields
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: Krivanek coefficients C_nm (Å) and their azimuths φ_nm (rad), up to 5th order.
 #: C10 = −defocus (positive C10 is underfocus in this sign convention), C30 = Cs.
@@ -93,6 +94,30 @@ def aberration_phase(alpha, phi, wavelength_angstrom, aberrations: Aberrations):
             term = term * jnp.cos(m * (phi - getattr(aberrations, f"phi{n}{m}")))
         chi = chi + term
     return 2.0 * jnp.pi / wavelength_angstrom * chi
+
+
+def aberration_phase_rms(semiangle_mrad, wavelength_angstrom, aberrations: Aberrations):
+    """RMS aberration phase (rad) over the probe-forming aperture, piston and tilt removed.
+
+    The wavefront error that blurs the probe: χ averaged over the uniformly filled disc α ≤
+    semiangle, less its mean (piston) and its least-squares tilt (a tilt only shifts the probe).
+    Maréchal: peak intensity ≈ exp(−rms²) of the aberration-free probe's; rms ≲ 0.45 rad
+    (λ/14) is a well-tuned probe. Closed forms: defocus (2π/λ)·|C10|α²/(2√12), two-fold
+    (2π/λ)·|C12|α²/(2√6), three-fold (2π/λ)·|C23|α³/(3√8). Exact for every order up to C56
+    (Gauss–Legendre in the radius, 32 equally spaced azimuths).
+    """
+    r, w = np.polynomial.legendre.leggauss(8)
+    r, w = 0.5 * (r + 1.0), 0.5 * w  # nodes and weights on [0, 1]
+    phi = np.arange(32) * (2.0 * np.pi / 32)
+    rr, pp = r[:, None], phi[None, :]
+    weight = jnp.asarray(2.0 * w[:, None] * rr / 32)  # Σ weight = 1: the disc's mean
+    alpha = rr * (jnp.asarray(semiangle_mrad) * 1e-3)
+    chi = aberration_phase(alpha, pp, wavelength_angstrom, aberrations)
+    tilt_x, tilt_y = rr * np.cos(pp), rr * np.sin(pp)  # ⟨tilt²⟩ = 1/4 on the unit disc
+    chi = chi - jnp.sum(weight * chi)
+    b_x, b_y = jnp.sum(weight * chi * tilt_x), jnp.sum(weight * chi * tilt_y)
+    chi = chi - 4.0 * (b_x * tilt_x + b_y * tilt_y)
+    return jnp.sqrt(jnp.sum(weight * chi**2))
 
 
 def soft_aperture(alpha, phi, semiangle_rad, angular_sampling_rad, rolloff_rad=0.0):

@@ -18,6 +18,8 @@ import numpy as np
 from stemjax.corrupt import CorruptionConfig, corrupt
 from stemjax.microscope_prior import MicroscopePrior, planning_microscope, sample_microscope
 from stemjax.physics.adf import adf_image, plan_geometry, source_blur
+from stemjax.physics.energy import wavelength
+from stemjax.physics.probe import aberration_phase_rms
 from stemjax.specimen import build_layout, sample_specimen
 from stemjax.trainingdata.columns import precompute_column_responses, render_columns
 from stemjax.trainingdata.targets import render_class_map, render_heatmaps
@@ -67,7 +69,8 @@ class Batch:
 
     The image's microscope draw, for binning scores by it: defocus: (B,) Δf in Å (= −C10).
     source_size: (B,) Gaussian source-size blur, 1σ in Å. c12: (B,) two-fold astigmatism
-    magnitude |C12| in Å."""
+    magnitude |C12| in Å. phase_rms: (B,) rms aberration phase over the probe aperture in rad,
+    piston and tilt removed (`physics.aberration_phase_rms`: every aberration in one number)."""
 
     images: jax.Array
     targets: jax.Array
@@ -80,6 +83,7 @@ class Batch:
     defocus: jax.Array
     source_size: jax.Array
     c12: jax.Array
+    phase_rms: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +181,9 @@ class BatchMaker:
             defocus=-microscope.aberrations.C10,
             source_size=microscope.source_size,
             c12=jnp.abs(microscope.aberrations.C12),
+            phase_rms=aberration_phase_rms(
+                microscope.semiangle_cutoff, wavelength(microscope.energy), microscope.aberrations
+            ),
         )
 
 

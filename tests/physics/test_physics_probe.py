@@ -34,8 +34,9 @@ SINGLE_TERMS = [
 ]
 
 
-@pytest.mark.parametrize(("coefficients", "expected"), SINGLE_TERMS,
-                         ids=[next(iter(c)) for c, _ in SINGLE_TERMS])
+@pytest.mark.parametrize(
+    ("coefficients", "expected"), SINGLE_TERMS, ids=[next(iter(c)) for c, _ in SINGLE_TERMS]
+)
 def test_aberration_phase_single_term(coefficients, expected):
     chi = aberration_phase(jnp.float64(ALPHA), jnp.float64(PHI), LAM, Aberrations(**coefficients))
     assert chi.dtype == jnp.float64
@@ -51,8 +52,9 @@ def test_aberration_phase_is_additive_on_a_grid():
     for coefficients, _ in SINGLE_TERMS:
         total = dataclasses.replace(total, **coefficients)
         expected = expected + aberration_phase(alpha, phi, LAM, Aberrations(**coefficients))
-    np.testing.assert_allclose(aberration_phase(alpha, phi, LAM, total), expected, rtol=1e-12,
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        aberration_phase(alpha, phi, LAM, total), expected, rtol=1e-12, atol=1e-9
+    )
 
 
 def test_from_dict_aliases():
@@ -98,6 +100,7 @@ def test_probe_matches_abtem_with_aberrations():
     error (χ → −χ, φ → −φ, x ↔ y) lowers the overlap.
     """
     import abtem
+
     gpts, sampling = (96, 80), (0.1, 0.12)
     ab = dict(C10=30.0, C12=40.0, phi12=0.5, C21=500.0, phi21=1.1, C23=400.0, phi23=0.2, C30=2e4)
     ref = abtem.Probe(energy=80e3, semiangle_cutoff=25, gpts=gpts, sampling=sampling, **ab)
@@ -110,3 +113,44 @@ def test_probe_matches_abtem_with_aberrations():
     # The test can fail: the mirror-image aberrations give a different probe.
     flipped = np.roll(np.fft.ifft2(np.conj(_probe(gpts, sampling, **ab))), (48, 40), (0, 1))
     assert abs(np.vdot(flipped / np.linalg.norm(flipped), ref)) < 0.9
+
+
+ALPHA_MRAD = 25.2
+K = 2 * PI / LAM * (ALPHA_MRAD * 1e-3)
+
+
+@pytest.mark.parametrize(
+    ("coefficients", "expected"),
+    [
+        ({"C10": 26.5}, K * 26.5 * ALPHA_MRAD * 1e-3 / (2 * np.sqrt(12))),
+        ({"C12": 17.8, "phi12": 3.07}, K * 17.8 * ALPHA_MRAD * 1e-3 / (2 * np.sqrt(6))),
+        ({"C23": 1597.0, "phi23": 0.4}, K * 1597.0 * (ALPHA_MRAD * 1e-3) ** 2 / (3 * np.sqrt(8))),
+        # coma's best-fit tilt (2/3 r cos φ, a probe shift) is removed: r³ − 2r/3 has rms² 1/72
+        ({"C21": 900.0, "phi21": -0.4}, K * 900.0 * (ALPHA_MRAD * 1e-3) ** 2 / (3 * np.sqrt(72))),
+    ],
+)
+def test_aberration_phase_rms_closed_forms(coefficients, expected):
+    from stemjax.physics import aberration_phase_rms
+
+    got = aberration_phase_rms(ALPHA_MRAD, LAM, Aberrations(**coefficients))
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
+def test_aberration_phase_rms_matches_a_fine_grid():
+    """Many terms at once against a dense Cartesian sampling of the aperture disc."""
+    from stemjax.physics import aberration_phase_rms
+
+    ab = Aberrations(C10=-12.0, C12=20.0, phi12=0.5, C21=2500.0, phi21=2.0, C23=900.0,
+                     phi23=-0.3, C30=8000.0, C34=5e4, phi34=1.0, C45=2e6, phi45=0.2)  # fmt: skip
+    a = ALPHA_MRAD * 1e-3
+    x = (np.arange(1001) - 500) / 500.0
+    gx, gy = np.meshgrid(x, x, indexing="ij")
+    inside = gx**2 + gy**2 <= 1.0
+    r, phi = np.hypot(gx, gy)[inside], np.arctan2(gy, gx)[inside]
+    chi = np.asarray(aberration_phase(r * a, phi, LAM, ab))
+    design = np.stack([np.ones_like(r), r * np.cos(phi), r * np.sin(phi)], 1)
+    residual = chi - design @ np.linalg.lstsq(design, chi, rcond=None)[0]
+    expected = np.sqrt(np.mean(residual**2))
+    assert float(aberration_phase_rms(ALPHA_MRAD, LAM, ab)) == pytest.approx(expected, rel=2e-3)
+    # the tilt removal matters here (coma): without it the rms is larger
+    assert np.sqrt(np.mean((chi - chi.mean()) ** 2)) > 1.05 * expected

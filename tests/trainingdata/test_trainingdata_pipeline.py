@@ -8,6 +8,7 @@ import pytest
 
 from stemjax.config import load_config, to_runtime
 from stemjax.microscope_prior import sample_microscope
+from stemjax.physics import aberration_phase_rms, wavelength
 from stemjax.trainingdata.pipeline import build_batch_maker
 
 
@@ -69,7 +70,8 @@ def test_partly_visible_edge_defects_are_labelled(maker):
 
 
 def test_batch_records_the_microscope_draw(maker):
-    """defocus (Å, = −C10), source size (1σ, Å), |C12| (Å) and dose are each image's own draw."""
+    """defocus (Å, = −C10), source size (1σ, Å), |C12| (Å), the probe's rms aberration phase
+    (rad) and dose are each image's own draw."""
     batch = jax.device_get(maker.make_batch(jax.random.key(0)))
     keys = jax.random.split(jax.random.key(0), maker.data.batch_size)
     for i, k in enumerate(keys):
@@ -77,6 +79,9 @@ def test_batch_records_the_microscope_draw(maker):
         assert batch.defocus[i] == pytest.approx(-float(mic.aberrations.C10), abs=1e-5)
         assert batch.source_size[i] == pytest.approx(float(mic.source_size), abs=1e-6)
         assert batch.c12[i] == pytest.approx(abs(float(mic.aberrations.C12)), abs=1e-5)
+        rms = aberration_phase_rms(mic.semiangle_cutoff, wavelength(mic.energy), mic.aberrations)
+        assert batch.phase_rms[i] == pytest.approx(float(rms), rel=1e-5)
+        assert batch.phase_rms[i] > 0.0
     assert len(set(np.round(batch.defocus, 4))) == maker.data.batch_size  # drawn per image
     assert batch.dose.shape == batch.defocus.shape == batch.source_size.shape
 
