@@ -76,7 +76,8 @@ def main():
         edge = EDGE_A / maker.pixel_size
         inner = v & np.all((b.points[0] >= edge) & (b.points[0] <= args.size - 1 - edge), 1)
         truth[path.stem] = (b.points[0][inner], b.classes[0][inner], b.sublattice[0][inner])
-        draws[path.stem] = (float(b.defocus[0]), float(b.source_size[0]), float(b.dose[0]))
+        draws[path.stem] = (float(b.defocus[0]), float(b.source_size[0]), float(b.dose[0]),
+                            float(b.phase_rms[0]))  # fmt: skip
     gen_s = time.perf_counter() - t0
 
     # ---- the timed analysis --------------------------------------------------------------
@@ -164,14 +165,27 @@ def main():
     total_errors = sum(r[0] for r in per_image)
     print(
         f"\nerrors (missed + false, class-correct) per micrograph: {total_errors} in all; the "
-        "five with the most:\n\n| micrograph | Δf (Å) | σ (Å) | dose (e⁻/px) | defects | "
-        "errors | recall | precision |\n|---|---|---|---|---|---|---|---|"
+        "five with the most:\n\n| micrograph | Δf (Å) | probe phase rms (rad) | σ (Å) | "
+        "dose (e⁻/px) | defects | errors | recall | precision |\n" + "|---" * 9 + "|"
     )
-    for errors, image_id, s, (df, sigma, dose) in per_image[:5]:
+    for errors, image_id, s, (df, sigma, dose, rms) in per_image[:5]:
         print(
-            f"| {image_id} | {df:+.1f} | {sigma:.3f} | {dose:.0f} | {s.n_ground_truth} | "
-            f"{errors} | {fmt(s.recall)} | {fmt(s.precision)} |"
+            f"| {image_id} | {df:+.1f} | {rms:.2f} | {sigma:.3f} | {dose:.0f} | "
+            f"{s.n_ground_truth} | {errors} | {fmt(s.recall)} | {fmt(s.precision)} |"
         )
+    # errors against the probe's aberrations (every aberration, Δf included, in one number)
+    rms = np.array([r[3][3] for r in per_image])
+    edges = np.quantile(rms, np.linspace(0, 1, 5))
+    print("\n| probe phase rms (rad) | micrographs | defects | errors | recall | precision |\n"
+          + "|---" * 6 + "|")  # fmt: skip
+    which = np.clip(np.searchsorted(edges, rms, side="right") - 1, 0, 3)  # quartile of each
+    for q, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        rows = [r for r, w in zip(per_image, which, strict=True) if w == q]
+        gt = sum(r[2].n_ground_truth for r in rows)
+        found = sum(r[2].n_predicted for r in rows)
+        tp = sum(c.true_positives for r in rows for c in r[2].per_class)
+        print(f"| {lo:.2f} – {hi:.2f} | {len(rows)} | {gt} | {sum(r[0] for r in rows)} | "
+              f"{tp / max(gt, 1):.4f} | {tp / max(found, 1):.4f} |")  # fmt: skip
 
     # where the surplus of an over-counted class comes from: the true class of each false
     # detection (confusion column; 'none' = no true defect within 0.8 Å) and its micrographs

@@ -23,10 +23,12 @@ Seeds. Image keys are fold_in(key(--seed), batch index). Training uses fold_in(k
 never seen in training; `threshold_study.py` tunes the decoding threshold on a validation set
 drawn from a different seed (2024) and this script re-measures it on the test seed.
 
-Microscope stress test: `--microscope-stress defocus|source_size|both` widens that prior beyond
-the realistic `conf/microscope/wse2te.yaml` (`STRESS_OVERRIDES`: Δf uniform in [−60, 60] Å, σ
-uniform in [0.2, 0.8] Å); `--override` adds any other Hydra override (e.g.
-`microscope.defocus_angstrom.std=30`). The result is labelled with them.
+Microscope stress test: `--microscope-stress defocus|source_size|aberrations|all` widens that
+prior beyond the realistic `conf/microscope/wse2te.yaml` (`STRESS_OVERRIDES`: Δf uniform in
+[−60, 60] Å, σ uniform in [0.2, 0.8] Å, the spread of C12, C21, C23 and Cs doubled); scores are
+also binned by the probe's rms aberration phase (every aberration in one number); `--override`
+adds any other Hydra override (e.g. `microscope.defocus_angstrom.std=30`). The result is
+labelled with them.
 
     python experiments/wse2te/evaluate.py --prior eval --batches 16 \
         --json experiments/wse2te/eval_eval_prior.json
@@ -66,15 +68,27 @@ STRESS_OVERRIDES = {
         "microscope.source_size_angstrom.low=0.2",
         "microscope.source_size_angstrom.high=0.8",
     ),
+    # the residual aberrations' spread doubled (C12 1 ± 2 nm, C21 10 ± 40 nm, C23 25 ± 100
+    # nm, Cs 0.3 ± 1 µm instead of ± 1, 20, 50 nm, 0.5 µm); Δf keeps the realistic prior
+    "aberrations": (
+        "microscope.c12_angstrom.std=20",
+        "microscope.c21_angstrom.std=400",
+        "microscope.c23_angstrom.std=1000",
+        "microscope.cs_angstrom.std=10000",
+    ),
 }
 """Hydra overrides of `--microscope-stress`: one microscope quantity's prior widened (the other
-quantities keep the realistic prior), or `both`."""
+quantities keep the realistic prior), or `all`."""
 BINNED = {
     "dose": ("dose (e⁻/px)", ".0f"),
     "defocus": ("defocus Δf (Å)", "+.1f"),
     "source_size": ("source size σ (Å)", ".3f"),
+    "c23": ("three-fold astigmatism |C23| (Å)", ".0f"),
+    "phase_rms": ("probe phase rms (rad)", ".2f"),
 }
 """Per-image quantities scores are binned by: Batch field → (table header, number format)."""
+DRAWS = ("dose", "defocus", "source_size", "c12", "c23", "phase_rms")
+"""Per-image microscope draws `collect` keeps (`trainingdata.Batch` fields)."""
 MAX_DETECTIONS = 1024
 """Rows of the decoded list per image; a 128 px image with 3 px suppression holds ≤ 1024 peaks."""
 
@@ -91,7 +105,8 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
     detection's score p_def, so `score(..., threshold=t)` for any t ≥ floor gives exactly what
     decoding at t would (local maxima do not depend on the threshold; the list never fills up).
     Returns a dict: preds / gts (per-image dicts of points, classes, scores / valid), the
-    per-image microscope draw (dose e⁻/px, defocus Å, source_size Å, c12 Å; NumPy arrays),
+    per-image microscope draw (`DRAWS`: dose e⁻/px, defocus Å, source_size Å, c12 Å, c23 Å,
+    phase_rms rad; NumPy arrays),
     the registry, the pixel size and the run's settings.
     """
     size = size or model.image_px
@@ -102,7 +117,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
     )  # fmt: skip
     maker = build_batch_maker(*to_runtime(cfg))
     preds, gts = [], []
-    draws = {k: [] for k in ("dose", "defocus", "source_size", "c12")}
+    draws = {k: [] for k in DRAWS}
     t0 = time.perf_counter()
     for i in range(batches):
         b = jax.device_get(maker.make_batch(jax.random.fold_in(jax.random.key(seed), i)))
@@ -234,10 +249,7 @@ def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
         **{k: v for k, v in s.items() if k != "seconds"},
         "threshold": threshold,
         "edge_A": edge_A,
-        "draw_ranges": {
-            k: [float(data[k].min()), float(data[k].max())]
-            for k in ("dose", "defocus", "source_size", "c12")
-        },
+        "draw_ranges": {k: [float(data[k].min()), float(data[k].max())] for k in DRAWS},
     }
     text = [
         f"prior {s['prior']}; {s['images']} images of {s['size_px']}² px; seed {s['seed']}; "
@@ -268,7 +280,7 @@ def main():
     p.add_argument("--threshold", type=float, default=None,
                    help="p_def threshold (default: the model config's)")  # fmt: skip
     p.add_argument("--bins", type=int, default=4, help="quantile bins per robustness table")
-    p.add_argument("--microscope-stress", choices=(*STRESS_OVERRIDES, "both"), default=None,
+    p.add_argument("--microscope-stress", choices=(*STRESS_OVERRIDES, "all"), default=None,
                    help="widen this microscope prior (see STRESS_OVERRIDES)")  # fmt: skip
     p.add_argument("--override", action="append", default=[],
                    help="extra Hydra override (repeatable), e.g. "
@@ -282,7 +294,7 @@ def main():
     model = load_model(args.model)
     threshold = model.decode_threshold if args.threshold is None else args.threshold
     stress = args.microscope_stress
-    widened = list(STRESS_OVERRIDES) if stress == "both" else [stress] if stress else []
+    widened = list(STRESS_OVERRIDES) if stress == "all" else [stress] if stress else []
     overrides = [o for k in widened for o in STRESS_OVERRIDES[k]] + args.override
     data = collect(model, args.prior, args.batches, args.batch_size, args.size, args.seed,
                    overrides, floor=threshold, consistent=args.sublattice_consistent)  # fmt: skip

@@ -1,11 +1,13 @@
-"""Robustness figure: recall and precision vs dose, defocus and source size, from the JSON files
-`evaluate.py --json` writes (one line pair per file, labelled). A stress test of one quantity
-(`--microscope-stress defocus`) is drawn in that quantity's panel only.
+"""Robustness figure: recall and precision vs dose, defocus, source size and the probe's rms
+aberration phase, from the JSON files `evaluate.py --json` writes (one line pair per file,
+labelled). A stress test of one quantity (`--microscope-stress defocus`) is drawn in that
+quantity's panel (`STRESSED`) and in the phase panel (every aberration, Δf included, sets it).
 
     python experiments/wse2te/plot_robustness.py \
         "realistic prior=experiments/wse2te/eval_eval_prior.json" \
         "Δf stress=experiments/wse2te/eval_stress_defocus.json" \
-        "σ stress=experiments/wse2te/eval_stress_source_size.json"
+        "σ stress=experiments/wse2te/eval_stress_source_size.json" \
+        "aberration stress=experiments/wse2te/eval_stress_aberrations.json"
 """
 
 import json
@@ -20,7 +22,11 @@ PANELS = {
     "dose": "dose (e⁻/px)",
     "defocus": "defocus Δf (Å)",
     "source_size": "source size σ (Å)",
+    "c23": "three-fold astigmatism |C23| (Å)",
+    "phase_rms": "probe phase rms (rad), piston and tilt removed",
 }
+STRESSED = {"defocus": "defocus", "source_size": "source_size", "c23": "aberrations"}
+"""Panel → the `--microscope-stress` that widens it (the phase panel shows every result)."""
 
 
 #: the whole-image scoring drawn dotted, the first a result has (older results: strict only)
@@ -32,12 +38,15 @@ def plot(results: dict, path, scoring: str = "interior"):
     """One panel per quantity; per labelled result, recall (solid) and precision (dashed) at
     each bin's centre, the bin's range as the horizontal bar (`scoring`: 'interior' or
     'whole_image', see evaluate.py); whole-image precision (`WHOLE`) dotted for comparison."""
-    fig = Figure(figsize=(13, 5.0))
+    fig = Figure(figsize=(20, 5.0))
     axes = fig.subplots(1, len(PANELS), sharey=True)
     colours = ["C0", "C3", "C2", "C1", "C4"]
     for ax, (name, header) in zip(axes, PANELS.items(), strict=True):
         for c, (label, res) in enumerate(results.items()):
-            if (res.get("microscope_stress") or None) not in (None, "both", name):
+            stress = res.get("microscope_stress") or None
+            if f"vs_{name}" not in res[scoring] or (
+                name != "phase_rms" and stress not in (None, "all", STRESSED.get(name))
+            ):
                 continue
             rows = res[scoring][f"vs_{name}"]
             mid = np.array([(r["lo"] + r["hi"]) / 2 for r in rows])

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from evaluate import TEST_SEED, VALIDATION_SEED, collect, score
+from evaluate import DRAWS, TEST_SEED, VALIDATION_SEED, collect, score
 from matplotlib.figure import Figure
 
 from stemjax.config import load_config, to_runtime
@@ -66,7 +66,7 @@ def collect_fields(model, n, size, seed):
     return {
         "preds": preds,
         "gts": gts,
-        **{k: nan for k in ("dose", "defocus", "source_size", "c12")},
+        **{k: nan for k in DRAWS},
         "registry": maker.registry,
         "pixel_size": px,
         "settings": {"prior": "eval", "images": n, "size_px": size, "seed": seed,

@@ -69,8 +69,9 @@ class Batch:
 
     The image's microscope draw, for binning scores by it: defocus: (B,) Δf in Å (= −C10).
     source_size: (B,) Gaussian source-size blur, 1σ in Å. c12: (B,) two-fold astigmatism
-    magnitude |C12| in Å. phase_rms: (B,) rms aberration phase over the probe aperture in rad,
-    piston and tilt removed (`physics.aberration_phase_rms`: every aberration in one number)."""
+    magnitude |C12| in Å. c23: (B,) three-fold astigmatism magnitude |C23| in Å. phase_rms:
+    (B,) rms aberration phase over the probe aperture in rad, piston and tilt removed
+    (`physics.aberration_phase_rms`: every aberration in one number)."""
 
     images: jax.Array
     targets: jax.Array
@@ -83,6 +84,7 @@ class Batch:
     defocus: jax.Array
     source_size: jax.Array
     c12: jax.Array
+    c23: jax.Array
     phase_rms: jax.Array
 
 
@@ -181,6 +183,7 @@ class BatchMaker:
             defocus=-microscope.aberrations.C10,
             source_size=microscope.source_size,
             c12=jnp.abs(microscope.aberrations.C12),
+            c23=jnp.abs(microscope.aberrations.C23),
             phase_rms=aberration_phase_rms(
                 microscope.semiangle_cutoff, wavelength(microscope.energy), microscope.aberrations
             ),

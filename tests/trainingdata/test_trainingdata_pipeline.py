@@ -70,8 +70,8 @@ def test_partly_visible_edge_defects_are_labelled(maker):
 
 
 def test_batch_records_the_microscope_draw(maker):
-    """defocus (Å, = −C10), source size (1σ, Å), |C12| (Å), the probe's rms aberration phase
-    (rad) and dose are each image's own draw."""
+    """defocus (Å, = −C10), source size (1σ, Å), |C12| and |C23| (Å), the probe's rms
+    aberration phase (rad) and dose are each image's own draw."""
     batch = jax.device_get(maker.make_batch(jax.random.key(0)))
     keys = jax.random.split(jax.random.key(0), maker.data.batch_size)
     for i, k in enumerate(keys):
@@ -79,6 +79,7 @@ def test_batch_records_the_microscope_draw(maker):
         assert batch.defocus[i] == pytest.approx(-float(mic.aberrations.C10), abs=1e-5)
         assert batch.source_size[i] == pytest.approx(float(mic.source_size), abs=1e-6)
         assert batch.c12[i] == pytest.approx(abs(float(mic.aberrations.C12)), abs=1e-5)
+        assert batch.c23[i] == pytest.approx(abs(float(mic.aberrations.C23)), rel=1e-6)
         rms = aberration_phase_rms(mic.semiangle_cutoff, wavelength(mic.energy), mic.aberrations)
         assert batch.phase_rms[i] == pytest.approx(float(rms), rel=1e-5)
         assert batch.phase_rms[i] > 0.0
