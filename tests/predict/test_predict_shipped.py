@@ -9,10 +9,11 @@ from stemjax.evaluation import match_detections
 from stemjax.predict import EDGE_A, load_model, predict
 
 HERE = Path(__file__).resolve().parents[2] / "experiments" / "wse2te"
-# measured with the shipped CPU-trained model (step 3750): threshold 0.5 and no edge band:
-# recall 78/78, precision 78/91 (it also marks partly visible defects centred just outside);
+# measured with the shipped CPU-trained model (step 4750): threshold 0.5 and no edge band:
+# recall 78/78, precision 78/89 (it also marks partly visible defects centred just outside);
 # with predict's 0.6 Å edge band (the truth restricted to the same region): recall 73/73,
-# precision 73/73 at 0.5 and at the shipped 0.97 (step 2750: 72/73 and 72/72 at 0.98)
+# precision 73/73 at 0.5 and at the shipped 0.95 (step 3750: the same at 0.97, 78/91 without
+# the band; step 2750: 72/73 and 72/72 at 0.98)
 RECALL, PRECISION = 0.97, 0.95
 
 
