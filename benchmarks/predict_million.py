@@ -76,8 +76,8 @@ def main():
         edge = EDGE_A / maker.pixel_size
         inner = v & np.all((b.points[0] >= edge) & (b.points[0] <= args.size - 1 - edge), 1)
         truth[path.stem] = (b.points[0][inner], b.classes[0][inner], b.sublattice[0][inner])
-        draws[path.stem] = (float(b.defocus[0]), float(b.source_size[0]), float(b.dose[0]),
-                            float(b.phase_rms[0]))  # fmt: skip
+        draws[path.stem] = {k: float(getattr(b, k)[0])
+                            for k in ("defocus", "source_size", "dose", "phase_rms")}  # fmt: skip
     gen_s = time.perf_counter() - t0
 
     # ---- the timed analysis --------------------------------------------------------------
@@ -158,9 +158,7 @@ def main():
     per_image = []
     for image_id, pred, gt in zip(truth, preds, gts, strict=True):
         s = evaluate([pred], [gt], len(names), names, px)
-        correct = sum(c.true_positives for c in s.per_class)
-        errors = (s.n_ground_truth - correct) + (s.n_predicted - correct)
-        per_image.append((errors, image_id, s, draws[image_id]))
+        per_image.append((s.n_errors, image_id, s, draws[image_id]))
     per_image.sort(key=lambda r: -r[0])
     total_errors = sum(r[0] for r in per_image)
     print(
@@ -168,13 +166,14 @@ def main():
         "five with the most:\n\n| micrograph | Δf (Å) | probe phase rms (rad) | σ (Å) | "
         "dose (e⁻/px) | defects | errors | recall | precision |\n" + "|---" * 9 + "|"
     )
-    for errors, image_id, s, (df, sigma, dose, rms) in per_image[:5]:
+    for errors, image_id, s, d in per_image[:5]:
         print(
-            f"| {image_id} | {df:+.1f} | {rms:.2f} | {sigma:.3f} | {dose:.0f} | "
+            f"| {image_id} | {d['defocus']:+.1f} | {d['phase_rms']:.2f} | {d['source_size']:.3f} | "
+            f"{d['dose']:.0f} | "
             f"{s.n_ground_truth} | {errors} | {fmt(s.recall)} | {fmt(s.precision)} |"
         )
     # errors against the probe's aberrations (every aberration, Δf included, in one number)
-    rms = np.array([r[3][3] for r in per_image])
+    rms = np.array([r[3]["phase_rms"] for r in per_image])
     edges = np.quantile(rms, np.linspace(0, 1, 5))
     print("\n| probe phase rms (rad) | micrographs | defects | errors | recall | precision |\n"
           + "|---" * 6 + "|")  # fmt: skip
@@ -183,9 +182,10 @@ def main():
         rows = [r for r, w in zip(per_image, which, strict=True) if w == q]
         gt = sum(r[2].n_ground_truth for r in rows)
         found = sum(r[2].n_predicted for r in rows)
-        tp = sum(c.true_positives for r in rows for c in r[2].per_class)
+        tp = sum(r[2].n_correct for r in rows)
+        recall, precision = (tp / gt if gt else None), (tp / found if found else None)
         print(f"| {lo:.2f} – {hi:.2f} | {len(rows)} | {gt} | {sum(r[0] for r in rows)} | "
-              f"{tp / max(gt, 1):.4f} | {tp / max(found, 1):.4f} |")  # fmt: skip
+              f"{fmt(recall)} | {fmt(precision)} |")  # fmt: skip
 
     # where the surplus of an over-counted class comes from: the true class of each false
     # detection (confusion column; 'none' = no true defect within 0.8 Å) and its micrographs

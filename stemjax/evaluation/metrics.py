@@ -129,6 +129,16 @@ class EvaluationResult:
     pixel_size_angstrom: float
     max_distance_angstrom: float
 
+    @property
+    def n_correct(self) -> int:
+        """Class-correct matches (true positives over all classes)."""
+        return sum(c.true_positives for c in self.per_class)
+
+    @property
+    def n_errors(self) -> int:
+        """Class-correct errors: missed defects plus false detections (a wrong class is both)."""
+        return (self.n_ground_truth - self.n_correct) + (self.n_predicted - self.n_correct)
+
     def to_dict(self) -> dict:
         """Nested dict of plain types (JSON-serialisable, None for undefined ratios)."""
         return dataclasses.asdict(self)
@@ -348,9 +358,8 @@ def format_report(result: EvaluationResult) -> str:
             f"{c.name:<{w}}{c.support:>8}{c.predicted:>7}{c.true_positives:>7}"
             f"{_fmt(c.precision):>11}{_fmt(c.recall):>8}{_fmt(c.f1):>7}{_fmt(c.rmse_pm, '.2f'):>9}"
         )
-    tp = sum(c.true_positives for c in r.per_class)
     lines += [
-        f"{'all (class)':<{w}}{r.n_ground_truth:>8}{r.n_predicted:>7}{tp:>7}"
+        f"{'all (class)':<{w}}{r.n_ground_truth:>8}{r.n_predicted:>7}{r.n_correct:>7}"
         f"{_fmt(r.precision):>11}{_fmt(r.recall):>8}{_fmt(r.f1):>7}{_fmt(r.rmse_pm, '.2f'):>9}",
         f"{'all (detect)':<{w}}{r.n_ground_truth:>8}{r.n_predicted:>7}{r.n_matched:>7}"
         f"{_fmt(r.detection_precision):>11}{_fmt(r.detection_recall):>8}"

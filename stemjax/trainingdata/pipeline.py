@@ -122,11 +122,27 @@ class BatchMaker:
             batch = jax.lax.with_sharding_constraint(batch, sharding)
         return batch
 
+    def example_keys(self, key):
+        """(specimen, microscope, corruption) keys of one example's key. A hook: a subclass can
+        redraw one stage and keep the others (e.g. new noise on the same specimen)."""
+        return tuple(jax.random.split(key, 3))
+
+    def draw_microscope(self, key):
+        """`(Microscope, dose e⁻/px)` of one example from its microscope key. A hook: a subclass
+        can change one quantity of the draw and keep every other (one cause at a time)."""
+        return sample_microscope(key, self.microscope_prior)
+
+    def microscope(self, key, index: int = 0):
+        """The microscope draw `(Microscope, dose e⁻/px)` of example `index` of `make_batch(key)`
+        (host-side, e.g. to report every aberration of one image)."""
+        k = jax.random.split(key, self.data.batch_size)[index]
+        return self.draw_microscope(self.example_keys(k)[1])
+
     def _sample(self, key):
         data, px = self.data, self.pixel_size
-        k_spec, k_mic, k_cor = jax.random.split(key, 3)
+        k_spec, k_mic, k_cor = self.example_keys(key)
         specimen = sample_specimen(k_spec, self.layout, data.prior)
-        microscope, dose = sample_microscope(k_mic, self.microscope_prior)
+        microscope, dose = self.draw_microscope(k_mic)
         canvas = (self.canvas_px, self.canvas_px)
         if data.simulation == "columns":
             site_type = self.responses.type_of[specimen.site_sublattice, specimen.site_class]

@@ -108,6 +108,8 @@ def test_hand_computed_example():
     assert (dv.support, dv.precision, dv.recall, dv.f1, dv.rmse_pm) == (0, None, None, None, None)
 
     assert (res.n_ground_truth, res.n_predicted, res.n_matched) == (4, 4, 3)
+    # 2 class-correct; errors: 2 missed (SV, and SeTe called SV) + 2 false (that SV, spurious)
+    assert (res.n_correct, res.n_errors) == (2, 4)
     assert res.recall == 0.5 and res.precision == 0.5 and res.f1 == 0.5
     assert res.detection_recall == 0.75 and res.detection_precision == 0.75
     assert res.macro_f1 == pytest.approx((1.0 + 0.5 + 0.0) / 3)

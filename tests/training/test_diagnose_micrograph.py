@@ -1,5 +1,5 @@
-"""experiments/wse2te/diagnose_micrograph.py: a variant changes only what it names, on top of
-the unchanged draw (variants do not accumulate), and the corruption variant draws anew."""
+"""experiments/wse2te/diagnose_micrograph.py: a variant (a `BatchMaker` subclass) changes only
+what it names and keeps every other random draw; the corruption variant draws anew."""
 
 import importlib.util
 import sys
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stemjax.config import load_config, to_runtime
+from stemjax.trainingdata.pipeline import build_batch_maker
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "wse2te" / "diagnose_micrograph.py"
 
@@ -23,31 +24,37 @@ def script():
     return module
 
 
-def test_variants_change_only_what_they_name(script, monkeypatch):
-    import stemjax.trainingdata.pipeline as pipeline
+@pytest.fixture(scope="module")
+def base():
+    return build_batch_maker(*to_runtime(load_config(["data=small", "data.prior=eval"])))
 
-    _, prior, _, _ = to_runtime(load_config(["data.prior=eval"]))
+
+def test_variants_change_only_what_they_name(script, base):
     key = jax.random.key(3)
-    base, dose = script.SAMPLE_MICROSCOPE(key, prior)
-    first = script._microscope_variant({"C10": 0.0, "dose": 2.0})
-    mic, d = first(key, prior)
+    drawn, dose = base.microscope(key)
+    first = script.VariantMaker.of(base, change={"C10": 0.0, "dose": 2.0})
+    mic, d = first.microscope(key)
     assert float(mic.aberrations.C10) == 0.0 and float(d) == pytest.approx(2 * float(dose))
-    assert float(mic.aberrations.C23) == float(base.aberrations.C23)
-    # a later variant starts again from the draw, not from the previous variant, even while
-    # the pipeline's draw is patched (as `main` patches it for each variant)
-    monkeypatch.setattr(pipeline, "sample_microscope", first)
-    mic, d = script._microscope_variant({"C23": 0.0})(key, prior)
-    assert float(mic.aberrations.C10) == float(base.aberrations.C10) != 0.0
+    assert float(mic.aberrations.C23) == float(drawn.aberrations.C23)
+    # each variant starts again from the base draw, not from the previous variant
+    mic, d = script.VariantMaker.of(base, change={"C23": 0.0}).microscope(key)
+    assert float(mic.aberrations.C10) == float(drawn.aberrations.C10) != 0.0
     assert float(mic.aberrations.C23) == 0.0 and float(d) == pytest.approx(float(dose))
-    mic, _ = script._microscope_variant({"source_size": 0.3})(key, prior)
-    assert float(mic.source_size) == 0.3 and float(mic.aberrations.C12) == float(
-        base.aberrations.C12
-    )
+    mic, _ = script.VariantMaker.of(base, change={"source_size": 0.3}).microscope(key)
+    assert float(mic.source_size) == 0.3
+    assert float(mic.aberrations.C12) == float(drawn.aberrations.C12)
 
 
-def test_other_corruption_uses_another_key(script, monkeypatch):
-    seen = []
-    monkeypatch.setattr(script, "CORRUPT", lambda k, *a, **kw: seen.append(k))
+def test_variant_batches_keep_the_other_draws(script, base):
     key = jax.random.key(5)
-    script._other_corruption(key, None)
-    assert not np.array_equal(jax.random.key_data(seen[0]), jax.random.key_data(key))
+    ref = jax.device_get(base.make_batch(key))
+    same = jax.device_get(script.VariantMaker.of(base).make_batch(key))
+    np.testing.assert_array_equal(same.images, ref.images)  # no change: the same images
+    other = jax.device_get(script.VariantMaker.of(base, other_corruption=True).make_batch(key))
+    np.testing.assert_array_equal(other.classes, ref.classes)  # same specimen and microscope
+    np.testing.assert_array_equal(other.defocus, ref.defocus)
+    assert not np.allclose(other.images, ref.images)  # new noise, drift and background
+    k_spec, k_mic, k_cor = base.example_keys(key)
+    o_spec, o_mic, o_cor = script.VariantMaker.of(base, other_corruption=True).example_keys(key)
+    assert np.array_equal(jax.random.key_data(o_mic), jax.random.key_data(k_mic))
+    assert not np.array_equal(jax.random.key_data(o_cor), jax.random.key_data(k_cor))

@@ -83,6 +83,10 @@ def test_batch_records_the_microscope_draw(maker):
         rms = aberration_phase_rms(mic.semiangle_cutoff, wavelength(mic.energy), mic.aberrations)
         assert batch.phase_rms[i] == pytest.approx(float(rms), rel=1e-5)
         assert batch.phase_rms[i] > 0.0
+        # the maker's own host-side view of example i's draw is the same draw
+        same, dose = maker.microscope(jax.random.key(0), i)
+        assert float(same.aberrations.C23) == float(mic.aberrations.C23)
+        assert batch.dose[i] == pytest.approx(float(dose), rel=1e-5)
     assert len(set(np.round(batch.defocus, 4))) == maker.data.batch_size  # drawn per image
     assert batch.dose.shape == batch.defocus.shape == batch.source_size.shape
 
