@@ -52,6 +52,11 @@ def main():
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--batch-tiles", type=int, default=4)
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--site-prior", default=None,
+                   help="defect rates predict assumes: a prior of the model's config "
+                   "(default: its trainer.decode_prior)")  # fmt: skip
+    p.add_argument("--threshold", type=float, default=None,
+                   help="p_def threshold (default: the model's)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="where the .tif files go (default: temp)")
     args = p.parse_args()
 
@@ -83,7 +88,8 @@ def main():
     # ---- the timed analysis --------------------------------------------------------------
     timings = {}
     t = time.perf_counter()
-    result = predict(model, files, tile_px=args.tile, batch_tiles=args.batch_tiles)
+    result = predict(model, files, tile_px=args.tile, batch_tiles=args.batch_tiles,
+                     site_prior=args.site_prior, threshold=args.threshold)  # fmt: skip
     timings["predict (read, resample, U-Net, decode, sites)"] = time.perf_counter() - t
     t = time.perf_counter()
     conc = result.concentrations()
@@ -116,7 +122,9 @@ def main():
         f"{n_atoms:,} atoms, {sum(len(t[1]) for t in truth.values()):,} columns at least "
         f"{EDGE_A} Å inside the edges; "
         f"simulated in {gen_s:.0f} s (not timed below); model step {model.step} "
-        f"from {model.source}"
+        f"from {model.source}; site prior "
+        f"{args.site_prior or model.decode_prior or model.train_prior}, "
+        f"threshold {args.threshold or model.decode_threshold}"
     )
     print("\n| stage | s |\n|---|---|")
     for k, v in timings.items():

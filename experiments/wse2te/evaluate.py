@@ -94,8 +94,13 @@ MAX_DETECTIONS = 1024
 
 
 def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_SEED,
-            overrides=(), floor=None, consistent=False, verbose=True):  # fmt: skip
+            overrides=(), floor=None, consistent=False, site_prior=None,
+            verbose=True):  # fmt: skip
     """Simulate `batches` × `batch_size` images, run the model and decode.
+
+    site_prior: the defect rates the decoding assumes (`TrainedModel.logit_offsets`; default:
+    `prior`, the rates the images are drawn at, so that the prior shift knows the truth's rates;
+    'train' is the network's own, unshifted odds).
 
     consistent: as `predict` does by default, find each image's columns and give every
     detection the most probable class of its site's sublattice (`columns_and_classes`);
@@ -116,12 +121,14 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
          *overrides]
     )  # fmt: skip
     maker = build_batch_maker(*to_runtime(cfg))
+    site_prior = prior if site_prior is None else site_prior
+    offsets = jax.numpy.asarray(model.logit_offsets(site_prior))
     preds, gts = [], []
     draws = {k: [] for k in DRAWS}
     t0 = time.perf_counter()
     for i in range(batches):
         b = jax.device_get(maker.make_batch(jax.random.fold_in(jax.random.key(seed), i)))
-        logits = model.logits(b.images)
+        logits = model.logits(b.images) + offsets
         det = jax.device_get(
             decode_defects(
                 logits,
@@ -159,6 +166,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
             "seed": seed,
             "overrides": list(overrides),
             "sublattice_consistent": consistent,
+            "site_prior": site_prior,
             "seconds": time.perf_counter() - t0,
         },
     }
@@ -253,7 +261,8 @@ def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
     }
     text = [
         f"prior {s['prior']}; {s['images']} images of {s['size_px']}² px; seed {s['seed']}; "
-        f"threshold {threshold}; microscope overrides {s['overrides'] or 'none'}; classes "
+        f"threshold {threshold}; site prior {s.get('site_prior', 'train')}; "
+        f"microscope overrides {s['overrides'] or 'none'}; classes "
         f"{'restricted to the site sublattice' if s.get('sublattice_consistent') else 'raw'}"
     ]
     scorings = (("whole_image", None), ("whole_image_partial_neutral", 0.0), ("interior", edge_A))
@@ -288,6 +297,9 @@ def main():
     p.add_argument("--sublattice-consistent", action="store_true",
                    help="score classes restricted to each site's sublattice, as predict gives "
                    "them (default: the network's own classes)")  # fmt: skip
+    p.add_argument("--site-prior", default=None,
+                   help="defect rates the decoding assumes, a prior of the model's config "
+                   "(default: --prior, the images' own; 'train': no shift)")  # fmt: skip
     p.add_argument("--json", default=None, help="write the result dict here")
     args = p.parse_args()
 
@@ -297,7 +309,8 @@ def main():
     widened = list(STRESS_OVERRIDES) if stress == "all" else [stress] if stress else []
     overrides = [o for k in widened for o in STRESS_OVERRIDES[k]] + args.override
     data = collect(model, args.prior, args.batches, args.batch_size, args.size, args.seed,
-                   overrides, floor=threshold, consistent=args.sublattice_consistent)  # fmt: skip
+                   overrides, floor=threshold, consistent=args.sublattice_consistent,
+                   site_prior=args.site_prior)  # fmt: skip
     out, text = report(data, threshold, args.bins)
     out["model_step"] = model.step
     out["microscope_stress"] = stress

@@ -45,9 +45,10 @@ EDGES_PX = (0, 1, 2, 3, 4, 6, 8)
 """Edge bands (model px, 0.2074 Å) for the band-width table."""
 
 
-def collect_fields(model, n, size, seed):
+def collect_fields(model, n, size, seed, site_prior="eval"):
     """`n` micrographs of `size`² px at the evaluation prior through `predict` (edge band 0,
-    threshold FLOOR), in the `evaluate.collect` format (points in model px)."""
+    threshold FLOOR, decoding at `site_prior`), in the `evaluate.collect` format (points in
+    model px)."""
     cfg = load_config([f"data.image_size_px={size}", "data.batch_size=1", "data.prior=eval"])
     maker = build_batch_maker(*to_runtime(cfg))
     px = maker.pixel_size
@@ -56,7 +57,8 @@ def collect_fields(model, n, size, seed):
     for i in range(n):
         b = jax.device_get(maker.make_batch(jax.random.fold_in(jax.random.key(seed), i)))
         d = predict(model, [np.asarray(b.images[0])], pixel_size_A=px, threshold=FLOOR,
-                    edge_A=0.0, keep_images=False, progress=False).defects  # fmt: skip
+                    edge_A=0.0, keep_images=False, progress=False,
+                    site_prior=site_prior).defects  # fmt: skip
         preds.append(
             {"points": d[["y_A", "x_A"]].to_numpy() / px, "classes": d["class_id"].to_numpy(),
              "scores": d["score"].to_numpy()}
@@ -70,6 +72,7 @@ def collect_fields(model, n, size, seed):
         "registry": maker.registry,
         "pixel_size": px,
         "settings": {"prior": "eval", "images": n, "size_px": size, "seed": seed,
+                     "site_prior": site_prior,
                      "overrides": [], "seconds": time.perf_counter() - t0},
     }  # fmt: skip
 
@@ -148,6 +151,9 @@ def main():
     p.add_argument("--fields", type=int, default=8, help="1024 px micrographs per set")
     p.add_argument("--json", default=str(HERE / "threshold_study.json"))
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from --json")
+    p.add_argument("--unshifted", action="store_true",
+                   help="decode every set with the network's own (training-prior) odds; default: "
+                   "each set with the prior shift to its own rates")  # fmt: skip
     args = p.parse_args()
     if args.plot_only:
         study = json.loads(Path(args.json).read_text())
@@ -157,11 +163,15 @@ def main():
     study = {}
     for split, seed, nb in (("validation", VALIDATION_SEED, args.batches),
                             ("test", TEST_SEED, args.test_batches)):  # fmt: skip
+        shift = {k: "train" if args.unshifted else k for k in ("eval", "train")}
         sets = {
-            "eval": collect(model, "eval", nb, seed=seed, floor=FLOOR, verbose=False),
-            "train": collect(model, "train", nb, seed=seed, floor=FLOOR, verbose=False),
-            "fields": collect_fields(model, args.fields, 1024, seed),
-        }
+            "eval": collect(model, "eval", nb, seed=seed, floor=FLOOR, site_prior=shift["eval"],
+                            verbose=False),
+            "train": collect(model, "train", nb, seed=seed, floor=FLOOR,
+                             site_prior=shift["train"], verbose=False),
+            "fields": collect_fields(model, args.fields, 1024, seed, shift["eval"]),
+        }  # fmt: skip
+        study["site_prior"] = "training odds everywhere" if args.unshifted else "each set's own"
         study[split] = {
             name: {"images": d["settings"]["images"], "size_px": d["settings"]["size_px"],
                    "seed": seed, "whole_image": curves(d, None), "interior": curves(d, EDGE_A)}

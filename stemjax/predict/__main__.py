@@ -39,6 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--margin", type=int, default=64, help="tile context margin (px)")
     p.add_argument("--tta", action="store_true", help="8-fold symmetry test-time augmentation")
     p.add_argument("--threshold", type=float, default=None, help="defect probability threshold")
+    p.add_argument("--site-prior", default=None,
+                   help="defect rates expected in the micrographs: a prior of the model's "
+                   "config (e.g. eval, train) or per-site concentrations of every class as "
+                   "NAME=RATE,NAME=RATE,… (default: the model's trainer.decode_prior)")  # fmt: skip
     p.add_argument("--edge", type=float, default=None,
                    help="drop defects and sites within this many Å of an edge (default: "
                    "stemjax.predict.EDGE_A, 0.6)")  # fmt: skip
@@ -50,6 +54,22 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: best)")
     return p.parse_args(argv)
+
+
+def parse_site_prior(text: str | None):
+    """--site-prior: None, a prior's name, or NAME=RATE,… → {class name: rate}."""
+    if text is None or "=" not in text:
+        return text
+    rates = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            rates[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--site-prior {item!r}: expected NAME=RATE with RATE a number"
+            ) from None
+    return rates
 
 
 def write_figures(result, out: Path) -> list[str]:
@@ -118,10 +138,11 @@ def main(argv=None) -> int:
             margin_px=args.margin,
             tta=args.tta,
             threshold=args.threshold,
+            site_prior=parse_site_prior(args.site_prior),
             sublattice_consistent=not args.raw_classes,
             **({} if args.edge is None else {"edge_A": args.edge}),
         )
-    except (MicrographError, ModelLoadError) as err:
+    except (MicrographError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

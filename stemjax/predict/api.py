@@ -149,6 +149,7 @@ def predict(
     batch_tiles: int = 4,
     tta: bool = False,
     threshold: float | None = None,
+    site_prior=None,
     max_detections: int | None = None,
     edge_A: float = EDGE_A,
     keep_images: bool = True,
@@ -161,7 +162,12 @@ def predict(
     `Micrograph`s. pixel_size_A: Å/px, required for arrays and files without calibration
     (overrides the file's). frame: frame of a stack. tile_px / margin_px / batch_tiles: tiled
     inference (see `stemjax.predict.inference`). tta: 8-fold symmetry test-time augmentation.
-    threshold: defect probability threshold (default: the run's). max_detections: per tile
+    threshold: defect probability threshold (default: the run's). site_prior: the defect rates
+    expected in these micrographs, as the name of a prior in the model's config ('eval': the
+    realistic rates, 'train': the training rates, i.e. no shift) or {class name: per-site
+    concentration}; the network's class odds are moved from its training rates to these
+    (`stemjax.evaluation.prior_shift`). Default: the model's `trainer.decode_prior`. A rare class
+    oversampled in training otherwise keeps its training odds. max_detections: per tile
     (default: the most peaks the decoding's suppression window allows). edge_A: defects and
     sites closer than this (Å) to the micrograph's outermost pixel centres are dropped from both
     tables (so per-site concentrations stay consistent; 0 keeps everything; see `EDGE_A`).
@@ -173,6 +179,7 @@ def predict(
     from tqdm.auto import tqdm
 
     mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
+    offsets = model.logit_offsets(site_prior)
     registry = model.registry
     names = np.array(registry.names, dtype=object)
     subs = registry.sublattice_names()
@@ -198,6 +205,7 @@ def predict(
             tta=tta,
             threshold=threshold,
             max_detections=max_detections,
+            logit_offsets=offsets,
         )
         if edge_A < 0:
             raise ValueError(f"edge_A must be >= 0 Å, got {edge_A}")

@@ -97,10 +97,14 @@ def predict_tiles(
     threshold: float | None = None,
     min_distance_px: int | None = None,
     max_detections: int | None = None,
+    logit_offsets=None,
     return_probabilities: bool = False,
     progress=None,
 ):
     """Detect defects in one normalised image (H, W) at the model's pixel size.
+
+    logit_offsets: (C,) added to every pixel's logits before decoding (the prior shift,
+    `TrainedModel.logit_offsets`); None: none.
 
     Returns (TileDetections, probability map (H, W) of p_def or None). An image whose size is
     at most the core (tile_px − 2·margin_px) is one tile: one pass of the network over the image
@@ -129,6 +133,8 @@ def predict_tiles(
         if n_real < batch_tiles:  # fixed batch shape: one compilation
             tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_tiles - n_real, 0)])
         logits = tile_logits(model, jnp.asarray(tiles), tta)
+        if logit_offsets is not None:
+            logits = logits + jnp.asarray(logit_offsets, logits.dtype)
         det = jax.device_get(
             decode_defects(
                 logits,

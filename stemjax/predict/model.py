@@ -37,7 +37,11 @@ class TrainedModel:
     (Σ Z^1.7; orders the two site clusters). decode_threshold / min_distance_px: the config's
     `trainer.decode_threshold` / `trainer.min_distance_px` (the run's validation decoding, or a
     threshold tuned afterwards and written into a shipped model's config.yaml; predict's
-    default). step: checkpoint step. source: the run directory.
+    default). site_priors: the config's named specimen priors as (num_sublattices, num_classes)
+    per-site class tables (`stemjax.specimen.prior_tables`). train_prior: the one the network was
+    trained on (`data.prior`). decode_prior: `trainer.decode_prior`, the prior predict assumes
+    by default (None: the training rates, no shift). step: checkpoint step. source: the run
+    directory.
     """
 
     graphdef: object
@@ -49,6 +53,9 @@ class TrainedModel:
     sublattice_brightness: dict
     decode_threshold: float
     min_distance_px: int
+    site_priors: dict
+    train_prior: str
+    decode_prior: str | None
     step: int
     source: Path
 
@@ -72,6 +79,37 @@ class TrainedModel:
         """Per-pixel logits (B, H, W, C) of normalised images (B, H, W); H, W multiples of
         `downsample_factor`."""
         return self._apply(self.state, images)
+
+    def logit_offsets(self, site_prior=None) -> np.ndarray:
+        """Per-class logit offsets (C,) for micrographs whose sites follow `site_prior`
+        (`stemjax.evaluation.prior_shift`): the name of one of the config's priors, a mapping
+        {class name: per-site concentration} covering every defect class, or None for the
+        model's `decode_prior` (zeros if it has none). Raises ValueError naming the bad entry.
+        """
+        from stemjax.evaluation.prior_shift import prior_shift_offsets
+        from stemjax.specimen import concentration_table
+
+        site_prior = self.decode_prior if site_prior is None else site_prior
+        if site_prior is None:
+            return np.zeros(self.registry.num_classes, np.float32)
+        if isinstance(site_prior, str):
+            if site_prior not in self.site_priors:
+                raise ValueError(
+                    f"site_prior {site_prior!r}: not a prior of {self.source}; known: "
+                    f"{sorted(self.site_priors)} (or pass {{class name: concentration}})"
+                )
+            target = self.site_priors[site_prior]
+        else:
+            missing = sorted(set(self.registry.defect_names) - set(site_prior))
+            if missing:
+                raise ValueError(
+                    f"site_prior: no concentration for {missing}; give every defect class of "
+                    f"{list(self.registry.defect_names)} a per-site rate > 0"
+                )
+            target = concentration_table(dict(site_prior), self.registry, "site_prior")
+        return prior_shift_offsets(
+            self.site_priors[self.train_prior], target, list(self.registry.names)
+        )
 
 
 def _find_run_dir(path: Path) -> tuple[Path, Path, int | None]:
@@ -107,7 +145,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
     the latest). Raises ModelLoadError naming the path for a missing config or checkpoint, an
     invalid config, or weights that do not fit the config's model.
     """
-    from stemjax.specimen import DefectRegistry, to_specimen_config
+    from stemjax.specimen import DefectRegistry, prior_tables, to_specimen_config
     from stemjax.training import Checkpointer, TrainConfig, init_train_state
 
     path = Path(path).expanduser()
@@ -124,6 +162,15 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
         obj = OmegaConf.to_object(cfg)
         specimen = to_specimen_config(cfg.specimen)
         registry = DefectRegistry.from_config(specimen, source=str(config_file))
+        site_priors = prior_tables(specimen, registry, source=str(config_file))
+        for field, name in (
+            ("data.prior", obj.data.prior),
+            ("trainer.decode_prior", obj.trainer.decode_prior),
+        ):
+            if name is not None and name not in site_priors:
+                raise ValueError(
+                    f"{field} = {name!r} is not one of the specimen priors {sorted(site_priors)}"
+                )
     except Exception as err:
         raise ModelLoadError(f"{config_file}: not a valid stemjax training config: {err}") from err
 
@@ -167,6 +214,9 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
         sublattice_brightness=_sublattice_brightness(specimen),
         decode_threshold=float(obj.trainer.decode_threshold),
         min_distance_px=int(obj.trainer.min_distance_px),
+        site_priors=site_priors,
+        train_prior=str(obj.data.prior),
+        decode_prior=obj.trainer.decode_prior,
         step=int(step),
         source=run,
     )

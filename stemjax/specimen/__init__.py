@@ -20,7 +20,13 @@ from stemjax.specimen.materials import (
     to_specimen_config,
     unit_cell,
 )
-from stemjax.specimen.registry import NONE, DefectClass, DefectRegistry, prior_tables
+from stemjax.specimen.registry import (
+    NONE,
+    DefectClass,
+    DefectRegistry,
+    concentration_table,
+    prior_tables,
+)
 from stemjax.specimen.sampler import Specimen, atom_site, sample_specimen, species_index
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "coverage_radius",
     "lattice_vectors",
     "load_specimen_config",
+    "concentration_table",
     "prior_tables",
     "sample_specimen",
     "species_index",

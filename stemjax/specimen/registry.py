@@ -156,35 +156,45 @@ def check_config(cfg: SpecimenConfig, source: str = "specimen config") -> None:
 def prior_tables(
     cfg: SpecimenConfig, registry: DefectRegistry, source: str = "specimen config"
 ) -> dict[str, np.ndarray]:
-    """Resolve each named prior to a (num_sublattices, num_classes) float64 probability table.
-
-    Row s gives the categorical distribution of a site on sublattice s over class ids: the
-    configured concentration for the classes on s, 1 - their sum for 'none', 0 elsewhere.
-    Raises ValueError naming `source`, the field and the known class names for unknown classes,
-    and for negative concentrations or sums above 1.
-    """
+    """Resolve each named prior to a (num_sublattices, num_classes) float64 probability table
+    (`concentration_table`). Raises ValueError naming `source` if no prior is defined."""
     if not cfg.priors:
         raise ValueError(f"{source}: no priors defined")
-    tables = {}
-    for pname, prior in cfg.priors.items():
-        table = np.zeros((len(registry.sublattices), registry.num_classes))
-        for cname, conc in prior.concentrations.items():
-            field_name = f"priors.{pname}.concentrations.{cname}"
-            if cname not in registry.defect_names:
-                raise ValueError(
-                    f"{source}: {field_name}: unknown defect class {cname!r}; "
-                    f"known: {list(registry.defect_names)}"
-                )
-            if not 0 <= conc <= 1:
-                raise ValueError(f"{source}: {field_name} = {conc} must be in [0, 1]")
-            table[registry.sublattice_index(cname), registry.id(cname)] = conc
-        total = table.sum(axis=1)
-        for s, sub in enumerate(registry.sublattices):
-            if total[s] > 1 + 1e-9:
-                raise ValueError(
-                    f"{source}: priors.{pname}: concentrations on the {sub} "
-                    f"sublattice sum to {total[s]:.4g} > 1"
-                )
-        table[:, 0] = np.clip(1 - total, 0, 1)
-        tables[pname] = table
-    return tables
+    return {
+        pname: concentration_table(
+            prior.concentrations, registry, source, field=f"priors.{pname}.concentrations"
+        )
+        for pname, prior in cfg.priors.items()
+    }
+
+
+def concentration_table(
+    concentrations, registry: DefectRegistry, source: str, field: str = "concentrations"
+) -> np.ndarray:
+    """(num_sublattices, num_classes) float64 table of per-site concentrations {class name: p}.
+
+    Row s gives the categorical distribution of a site on sublattice s over class ids: the
+    concentration for the classes on s, 1 - their sum for 'none', 0 elsewhere. Raises
+    ValueError naming `source`, the field and the known class names for unknown classes,
+    and for concentrations outside [0, 1] or sums above 1.
+    """
+    table = np.zeros((len(registry.sublattices), registry.num_classes))
+    for cname, conc in concentrations.items():
+        field_name = f"{field}.{cname}"
+        if cname not in registry.defect_names:
+            raise ValueError(
+                f"{source}: {field_name}: unknown defect class {cname!r}; "
+                f"known: {list(registry.defect_names)}"
+            )
+        if not 0 <= conc <= 1:
+            raise ValueError(f"{source}: {field_name} = {conc} must be in [0, 1]")
+        table[registry.sublattice_index(cname), registry.id(cname)] = conc
+    total = table.sum(axis=1)
+    for s, sub in enumerate(registry.sublattices):
+        if total[s] > 1 + 1e-9:
+            raise ValueError(
+                f"{source}: {field}: concentrations on the {sub} sublattice sum to "
+                f"{total[s]:.4g} > 1"
+            )
+    table[:, 0] = np.clip(1 - total, 0, 1)
+    return table

@@ -48,6 +48,9 @@ class TrainerConfig:
     seed: data stream and initialisation seed. class_weight_batches: training batches whose
     class-pixel frequencies set the loss weights (0 = unweighted). decode_threshold /
     min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
+    decode_prior: name of the specimen prior whose defect rates `stemjax.predict` assumes by
+    default: the logits are shifted from `data.prior`'s rates to its rates
+    (`stemjax.evaluation.prior_shift`); None: no shift. Validation does not shift.
     progress: show a tqdm progress bar. images_every_eval: write the input/target/prediction PNG
     (and the same figure to TensorBoard). tensorboard: write TensorBoard event files
     (`tensorboard/` in the run directory) next to metrics.csv. devices: local devices to train on
@@ -73,6 +76,7 @@ class TrainerConfig:
     class_weight_batches: int = 4
     decode_threshold: float = 0.5
     min_distance_px: int = 3
+    decode_prior: str | None = None
     progress: bool = True
     images_every_eval: bool = True
     tensorboard: bool = True

@@ -12,7 +12,7 @@ from predict_helpers import synthetic_micrograph
 from stemjax.corrupt import normalise_image
 from stemjax.evaluation import decode_defects
 from stemjax.io import write_tif
-from stemjax.predict import ModelLoadError, export_model, load_model, predict_tiles
+from stemjax.predict import ModelLoadError, export_model, load_model, predict, predict_tiles
 from stemjax.predict.__main__ import main as cli
 
 PX = 0.2074
@@ -137,3 +137,53 @@ def test_export_model_is_slim_and_loads_the_same(tmp_path, tiny_run, model):
     )
     with pytest.raises(FileExistsError):
         export_model(tiny_run, out)
+
+
+def test_site_prior_offsets_and_errors(model):
+    reg = model.registry
+    assert model.train_prior == "train" and model.decode_prior is None
+    np.testing.assert_array_equal(model.logit_offsets(), 0.0)  # no decode_prior: no shift
+    np.testing.assert_array_equal(model.logit_offsets("train"), 0.0)
+    off = model.logit_offsets("eval")
+    train, ev = (model.site_priors[k] for k in ("train", "eval"))
+    vw = reg.id("VW")
+    assert off[vw] == pytest.approx(np.log(ev[:, vw].sum() / train[:, vw].sum()), rel=1e-6)
+    conc = {n: 0.01 for n in reg.defect_names}
+    np.testing.assert_allclose(
+        model.logit_offsets(conc)[1:], np.log(0.01 / train[:, 1:].sum(0)), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"site_prior 'nope': not a prior of .*known: \['eval'"):
+        model.logit_offsets("nope")
+    with pytest.raises(ValueError, match=r"site_prior: no concentration for \['VW'\]"):
+        model.logit_offsets({n: 0.01 for n in reg.defect_names if n != "VW"})
+    with pytest.raises(ValueError, match=r"site_prior: concentrations.VW = 2"):
+        model.logit_offsets({**conc, "VW": 2.0})
+
+
+def test_logit_offsets_shift_the_decoding(model):
+    """predict_tiles adds the offsets to every logit: zeros change nothing, a large negative
+    offset on every defect class removes every detection, and a class's own offset moves only
+    its probability."""
+    image = normalise_image(synthetic_micrograph(96, PX, n_defects=6, seed=7)[0])
+    kw = dict(tile_px=128, margin_px=32, threshold=0.05, return_probabilities=True)
+    det0, p0 = predict_tiles(model, image, **kw)
+    det_z, p_z = predict_tiles(model, image, logit_offsets=np.zeros(8, np.float32), **kw)
+    np.testing.assert_array_equal(p_z, p0)
+    np.testing.assert_array_equal(det_z.points, det0.points)
+    assert len(det0.points) > 0
+    det_n, p_n = predict_tiles(model, image, logit_offsets=np.r_[0.0, [-30.0] * 7], **kw)
+    assert len(det_n.points) == 0 and p_n.max() < 1e-6
+    up = np.zeros(8, np.float32)
+    up[model.registry.id("VW")] = 3.0
+    det_u, p_u = predict_tiles(model, image, logit_offsets=up, **kw)
+    assert np.all(p_u >= p0 - 1e-6) and (p_u - p0).max() > 1e-3
+
+
+def test_predict_passes_the_site_prior(model):
+    image = synthetic_micrograph(96, PX, n_defects=6, seed=7)[0]
+    kw = dict(pixel_size_A=PX, tile_px=128, margin_px=32, threshold=0.05, progress=False)
+    assert len(predict(model, image, site_prior="train", **kw).defects) > 0
+    never = {n: 1e-12 for n in model.registry.defect_names}  # every class 1e-10× its training rate
+    assert len(predict(model, image, site_prior=never, **kw).defects) == 0
+    with pytest.raises(ValueError, match="site_prior 'x'"):
+        predict(model, image, site_prior="x", **kw)
