@@ -78,6 +78,10 @@ class FixtureModel:
         self.sublattice_brightness = {"metal": 74**1.7, "chalcogen": 2 * 34**1.7}
         self.calls = 0
 
+    def logit_offsets(self, site_prior=None):
+        """No prior shift: the classical 'network' has no training prior."""
+        return np.zeros(self.registry.num_classes, np.float32)
+
     def logits(self, tiles):
         tiles = np.asarray(tiles)
         self.calls += 1
