@@ -1,7 +1,8 @@
 """End-to-end analysis of a ~million-atom synthetic dataset with `stemjax.predict`.
 
 Simulates `--images` micrographs of `--size`² px at the wse2te pixel size (0.2074 Å/px) with the
-training-data pipeline at the EVALUATION prior (realistic defect rates; column-mode simulation
+training-data pipeline at the EVALUATION prior (realistic defect rates; `--prior train` for the
+rare-class-enriched one, e.g. to measure `--site-prior`; column-mode simulation
 and the full corruption model), writes them as .tif files (not timed; a later run with the same
 `--workdir`, config and seed reuses them and their truth, `synthetic_<i>.npz`), then times the
 analysis a user runs: `predict` on the files (read, resample, normalise, tiled U-Net, decode, column
@@ -58,9 +59,10 @@ def main():
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--batch-tiles", type=int, default=4)
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--prior", default="eval", help="specimen prior the micrographs are drawn at")
     p.add_argument("--site-prior", default=None,
                    help="defect rates predict assumes: a prior of the model's config "
-                   "(default: its trainer.decode_prior)")  # fmt: skip
+                   "(default: its trainer.decode_prior), or 'estimate'")  # fmt: skip
     p.add_argument("--threshold", type=float, default=None,
                    help="p_def threshold (default: the model's)")  # fmt: skip
     p.add_argument("--workdir", default=None, help="where the .tif files go (default: temp)")
@@ -68,7 +70,9 @@ def main():
 
     model = load_model(args.model)
     t0 = time.perf_counter()
-    cfg = load_config([f"data.image_size_px={args.size}", "data.batch_size=1", "data.prior=eval"])
+    cfg = load_config(
+        [f"data.image_size_px={args.size}", "data.batch_size=1", f"data.prior={args.prior}"]
+    )
     specimen, prior, corruption, data = to_runtime(cfg)
     maker = build_batch_maker(specimen, prior, corruption, data)
     per_site = atoms_per_site(specimen, maker.registry)
@@ -132,7 +136,7 @@ def main():
         f"{os.cpu_count()} host cores, {platform.machine()})"
     )
     print(
-        f"{args.images} images of {args.size}² px at {maker.pixel_size} Å/px, "
+        f"{args.images} images of {args.size}² px at {maker.pixel_size} Å/px ({args.prior} prior), "
         f"{n_atoms:,} atoms, {sum(len(t[1]) for t in truth.values()):,} columns at least "
         f"{EDGE_A} Å inside the edges; "
         f"simulated or reloaded in {gen_s:.0f} s (not timed below); model step {model.step} "

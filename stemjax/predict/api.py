@@ -48,6 +48,8 @@ precision at threshold 0.5 rises from 0.963 to 0.992, and gains flatten beyond t
 PIXEL_SIZE_RANGE = (0.5, 2.0)
 """Accepted micrograph pixel size relative to the model's (beyond it, resampling would invent or
 throw away most of the information the model was trained on)."""
+ESTIMATE = "estimate"
+"""`predict(..., site_prior=ESTIMATE)`: take the defect rates from a first pass of the data."""
 
 
 @dataclasses.dataclass
@@ -77,6 +79,22 @@ class Prediction:
         from stemjax.analysis import concentrations
 
         return concentrations(self.defects, self.sites, self.registry, self.fields, **kwargs)
+
+    def site_rates(self, pseudo_count: float = 0.5) -> dict[str, float]:
+        """Per-site rate of every defect class over all micrographs, (count + pseudo_count) /
+        (sites of its sublattice + 2·pseudo_count) (Jeffreys' prior: a class never seen keeps a
+        small positive rate), as `predict(..., site_prior=)` takes it."""
+        table = self.concentrations().drop(index="all")
+        rates = (table["count"] + pseudo_count) / (table["n_sites"] + 2 * pseudo_count)
+        for sub, total in rates.groupby(table["sublattice"]).sum().items():
+            if total >= 1:
+                on = table[table["sublattice"] == sub]
+                raise ValueError(
+                    f"site rates: {int(on['count'].sum())} defects on {int(on['n_sites'].iloc[0])} "
+                    f"{sub} sites (rate sum {total:.3g} ≥ 1): more defects than sites, so the "
+                    f"detections cannot be read as per-site rates"
+                )
+        return {str(k): float(v) for k, v in rates.items()}
 
     def class_averages(self, frame: str = "lattice", **kwargs):
         """Class-averaged images of isolated defects (see `stemjax.analysis.class_averages`);
@@ -164,10 +182,12 @@ def predict(
     inference (see `stemjax.predict.inference`). tta: 8-fold symmetry test-time augmentation.
     threshold: defect probability threshold (default: the run's). site_prior: the defect rates
     expected in these micrographs, as the name of a prior in the model's config ('eval': the
-    realistic rates, 'train': the training rates, i.e. no shift) or {class name: per-site
-    concentration}; the network's class odds are moved from its training rates to these
-    (`stemjax.evaluation.prior_shift`). Default: the model's `trainer.decode_prior`. A rare class
-    oversampled in training otherwise keeps its training odds. max_detections: per tile
+    realistic rates, 'train': the training rates, i.e. no shift), {class name: per-site
+    concentration}, or 'estimate': the rates of a first pass at the training odds
+    (`Prediction.site_rates`, pooled over all inputs; the network runs twice); the network's
+    class odds are moved from its training rates to these (`stemjax.evaluation.prior_shift`).
+    Default: the model's `trainer.decode_prior`. A rare class oversampled in training otherwise
+    keeps its training odds. max_detections: per tile
     (default: the most peaks the decoding's suppression window allows). edge_A: defects and
     sites closer than this (Å) to the micrograph's outermost pixel centres are dropped from both
     tables (so per-site concentrations stay consistent; 0 keeps everything; see `EDGE_A`).
@@ -178,6 +198,15 @@ def predict(
     """
     from tqdm.auto import tqdm
 
+    if isinstance(site_prior, str) and site_prior == ESTIMATE:
+        kwargs = dict(pixel_size_A=pixel_size_A, frame=frame, image_ids=image_ids,
+                      tile_px=tile_px, margin_px=margin_px, batch_tiles=batch_tiles, tta=tta,
+                      threshold=threshold, max_detections=max_detections, edge_A=edge_A,
+                      sublattice_consistent=sublattice_consistent, progress=progress)  # fmt: skip
+        first = predict(model, inputs, site_prior=model.train_prior, keep_images=False, **kwargs)
+        rates = first.site_rates()
+        log.info("site_prior='estimate': rates from a first pass at the training odds: %s", rates)
+        return predict(model, inputs, site_prior=rates, keep_images=keep_images, **kwargs)
     mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
     offsets = model.logit_offsets(site_prior)
     registry = model.registry

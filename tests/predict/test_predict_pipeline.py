@@ -2,12 +2,14 @@
 fixture model (classical detection behind the model interface; see predict_helpers)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from predict_helpers import FixtureModel, synthetic_micrograph
 
 from stemjax.evaluation import match_detections
 from stemjax.io import MicrographError, write_tif
-from stemjax.predict import DEFECT_COLUMNS, SITE_COLUMNS, predict
+from stemjax.predict import DEFECT_COLUMNS, SITE_COLUMNS, TrainedModel, predict
+from stemjax.specimen import load_specimen_config, prior_tables
 
 PX = 0.2074
 
@@ -217,3 +219,60 @@ def test_class_averages_in_the_lattice_frame_refuse_a_micrograph_without_a_latti
     with pytest.raises(ValueError, match="no finite angle for image 'noise'"):
         result.class_averages(refine_iterations=0)
     assert result.class_averages(frame="image", refine_iterations=0)
+
+
+class ShiftableModel(FixtureModel):
+    """FixtureModel with the real prior-shift offsets and defect scores that do not saturate
+    (defect logit 8 at a disk centre, so a shift of a few units moves p_def)."""
+
+    logit_offsets = TrainedModel.logit_offsets
+
+    def __init__(self):
+        super().__init__()
+        self.site_priors = prior_tables(load_specimen_config("wse2te"), self.registry)
+        self.train_prior, self.decode_prior, self.source = "train", None, "fixture"
+
+    def logits(self, tiles):
+        out = super().logits(tiles)
+        out[..., 1:] -= 12.0
+        return out
+
+
+def test_site_prior_estimate_is_a_second_pass_at_the_first_pass_rates(micrograph):
+    """'estimate' = predict at the training odds, take `site_rates` ((count + ½) / (sites + 1)
+    per class) and predict again with them; 'eval' lowers the 2Te scores by its offset."""
+    image, _ = micrograph
+    model = ShiftableModel()
+    kw = dict(pixel_size_A=PX, tile_px=256, margin_px=32, progress=False)
+    first = predict(model, image, site_prior="train", **kw)
+    rates, table = first.site_rates(), first.concentrations()
+    assert set(rates) == set(model.registry.defect_names)
+    for name, rate in rates.items():
+        want = (table.loc[name, "count"] + 0.5) / (table.loc[name, "n_sites"] + 1)
+        assert rate == pytest.approx(want) and rate > 0
+    est = predict(model, image, site_prior="estimate", **kw)
+    again = predict(model, image, site_prior=rates, **kw)
+    cols = ["x_px", "y_px", "class_name", "score"]
+    pd.testing.assert_frame_equal(est.defects[cols], again.defects[cols])
+    assert not np.allclose(first.defects["score"], again.defects["score"], rtol=0, atol=1e-6)
+    ev = predict(model, image, site_prior="eval", **kw).defects
+    assert len(ev) == len(first.defects)
+
+    def scores(d, name):
+        return d["score"][d["class_name"] == name].to_numpy()
+
+    # eval / train rates: 2Te 0.17× (logit −1.79), SeTe 1.66× (+0.50)
+    assert len(scores(first.defects, "2Te")) > 0 and len(scores(first.defects, "SeTe")) > 0
+    assert scores(ev, "2Te").max() < scores(first.defects, "2Te").min()
+    assert scores(ev, "SeTe").min() > scores(first.defects, "SeTe").max()
+
+
+def test_site_rates_refuse_more_defects_than_sites(micrograph):
+    image, _ = micrograph
+    result = predict(FixtureModel(), image, pixel_size_A=PX, tile_px=256, margin_px=32,
+                     progress=False)  # fmt: skip
+    n_chalcogen = int((result.sites["sublattice"] == "chalcogen").sum())
+    extra = result.defects.iloc[[0] * n_chalcogen]  # one 2Te/SeTe detection repeated
+    result.defects = pd.concat([result.defects, extra], ignore_index=True)
+    with pytest.raises(ValueError, match="more defects than sites"):
+        result.site_rates()
