@@ -241,6 +241,11 @@ show(fig, "02_micrograph")
 # the network's defect probability at the peak. Each defect's class is the most probable one of
 # the sublattice its site sits on (from the geometry of the neighbouring columns);
 # `network_class_name` keeps the network's own call.
+#
+# The network was trained with the rare classes oversampled; `site_prior` says which defect
+# rates to expect here. The shipped model's default is `"eval"` (the seed's realistic rates);
+# `site_prior="estimate"` takes them from a first pass over your data instead, and
+# `site_prior="train"` keeps the network's own odds.
 
 # %%
 t0 = time.perf_counter()
