@@ -198,6 +198,8 @@ def predict(
     """
     from tqdm.auto import tqdm
 
+    if site_prior is None:
+        site_prior = getattr(model, "decode_prior", None)
     if isinstance(site_prior, str) and site_prior == ESTIMATE:
         kwargs = dict(pixel_size_A=pixel_size_A, frame=frame, image_ids=image_ids,
                       tile_px=tile_px, margin_px=margin_px, batch_tiles=batch_tiles, tta=tta,

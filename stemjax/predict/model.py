@@ -40,8 +40,8 @@ class TrainedModel:
     default). site_priors: the config's named specimen priors as (num_sublattices, num_classes)
     per-site class tables (`stemjax.specimen.prior_tables`). train_prior: the one the network was
     trained on (`data.prior`). decode_prior: `trainer.decode_prior`, the prior predict assumes
-    by default (None: the training rates, no shift). step: checkpoint step. source: the run
-    directory.
+    by default (None: the training rates, no shift; 'estimate': a first pass's rates). step:
+    checkpoint step. source: the run directory.
     """
 
     graphdef: object
@@ -90,6 +90,11 @@ class TrainedModel:
         from stemjax.specimen import concentration_table
 
         site_prior = self.decode_prior if site_prior is None else site_prior
+        if site_prior == "estimate":
+            raise ValueError(
+                "site_prior 'estimate' needs a first pass over the data: "
+                "stemjax.predict.predict resolves it, logit_offsets cannot"
+            )
         if site_prior is None:
             return np.zeros(self.registry.num_classes, np.float32)
         if isinstance(site_prior, str):
@@ -163,14 +168,16 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
         specimen = to_specimen_config(cfg.specimen)
         registry = DefectRegistry.from_config(specimen, source=str(config_file))
         site_priors = prior_tables(specimen, registry, source=str(config_file))
-        for field, name in (
-            ("data.prior", obj.data.prior),
-            ("trainer.decode_prior", obj.trainer.decode_prior),
-        ):
-            if name is not None and name not in site_priors:
-                raise ValueError(
-                    f"{field} = {name!r} is not one of the specimen priors {sorted(site_priors)}"
-                )
+        if obj.data.prior not in site_priors:
+            raise ValueError(
+                f"data.prior = {obj.data.prior!r} is not one of the specimen priors "
+                f"{sorted(site_priors)}"
+            )
+        if obj.trainer.decode_prior not in (None, "estimate", *site_priors):
+            raise ValueError(
+                f"trainer.decode_prior = {obj.trainer.decode_prior!r}: expected null, 'estimate' "
+                f"or one of the specimen priors {sorted(site_priors)}"
+            )
     except Exception as err:
         raise ModelLoadError(f"{config_file}: not a valid stemjax training config: {err}") from err
 

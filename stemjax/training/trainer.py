@@ -50,7 +50,8 @@ class TrainerConfig:
     min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
     decode_prior: name of the specimen prior whose defect rates `stemjax.predict` assumes by
     default: the logits are shifted from `data.prior`'s rates to its rates
-    (`stemjax.evaluation.prior_shift`); None: no shift. Validation does not shift.
+    (`stemjax.evaluation.prior_shift`); 'estimate': to the rates of a first pass over the data
+    at the training odds (the network runs twice); None: no shift. Validation does not shift.
     progress: show a tqdm progress bar. images_every_eval: write the input/target/prediction PNG
     (and the same figure to TensorBoard). tensorboard: write TensorBoard event files
     (`tensorboard/` in the run directory) next to metrics.csv. devices: local devices to train on

@@ -158,6 +158,21 @@ def test_site_prior_offsets_and_errors(model):
         model.logit_offsets({n: 0.01 for n in reg.defect_names if n != "VW"})
     with pytest.raises(ValueError, match=r"site_prior: concentrations.VW = 2"):
         model.logit_offsets({**conc, "VW": 2.0})
+    with pytest.raises(ValueError, match="needs a first pass"):
+        model.logit_offsets("estimate")
+
+
+def test_load_model_checks_decode_prior(tmp_path, tiny_run):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run, bad)
+    cfg = OmegaConf.load(bad / ".hydra" / "config.yaml")
+    cfg.trainer.decode_prior = "estimate"
+    OmegaConf.save(cfg, bad / ".hydra" / "config.yaml")
+    assert load_model(bad).decode_prior == "estimate"
+    cfg.trainer.decode_prior = "realistic"
+    OmegaConf.save(cfg, bad / ".hydra" / "config.yaml")
+    with pytest.raises(ModelLoadError, match=r"trainer.decode_prior = 'realistic': expected null"):
+        load_model(bad)
 
 
 def test_logit_offsets_shift_the_decoding(model):
