@@ -243,9 +243,9 @@ show(fig, "02_micrograph")
 # `network_class_name` keeps the network's own call.
 #
 # The network was trained with the rare classes oversampled; `site_prior` says which defect
-# rates to expect here. The shipped model's default is `"eval"` (the seed's realistic rates);
-# `site_prior="estimate"` takes them from a first pass over your data instead, and
-# `site_prior="train"` keeps the network's own odds.
+# rates to expect here. The shipped model's default is `"estimate"` (the rates of a first pass
+# over your data; the network runs twice); `site_prior="eval"` assumes the seed's realistic
+# rates (one pass), and `site_prior="train"` keeps the network's own odds.
 
 # %%
 t0 = time.perf_counter()
