@@ -31,6 +31,7 @@ from stemjax.io import (
     resample_to_pixel_size,
 )
 from stemjax.predict.inference import predict_tiles
+from stemjax.predict.model import ESTIMATE
 from stemjax.predict.sites import columns_and_classes, complete_sites, lattice_orientation
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ precision at threshold 0.5 rises from 0.963 to 0.992, and gains flatten beyond t
 PIXEL_SIZE_RANGE = (0.5, 2.0)
 """Accepted micrograph pixel size relative to the model's (beyond it, resampling would invent or
 throw away most of the information the model was trained on)."""
-ESTIMATE = "estimate"
-"""`predict(..., site_prior=ESTIMATE)`: take the defect rates from a first pass of the data."""
 
 
 @dataclasses.dataclass
@@ -198,18 +197,18 @@ def predict(
     """
     from tqdm.auto import tqdm
 
-    if site_prior is None:
-        site_prior = getattr(model, "decode_prior", None)
-    if isinstance(site_prior, str) and site_prior == ESTIMATE:
-        kwargs = dict(pixel_size_A=pixel_size_A, frame=frame, image_ids=image_ids,
-                      tile_px=tile_px, margin_px=margin_px, batch_tiles=batch_tiles, tta=tta,
-                      threshold=threshold, max_detections=max_detections, edge_A=edge_A,
-                      sublattice_consistent=sublattice_consistent, progress=progress)  # fmt: skip
-        first = predict(model, inputs, site_prior=model.train_prior, keep_images=False, **kwargs)
+    mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
+    site_prior = model.decode_prior if site_prior is None else site_prior
+    if site_prior == ESTIMATE:  # two passes over micrographs read once (inputs may be an iterator)
+        again = dict(image_ids=[n for n, _ in mics], tile_px=tile_px, margin_px=margin_px,
+                     batch_tiles=batch_tiles, tta=tta, threshold=threshold,
+                     max_detections=max_detections, edge_A=edge_A,
+                     sublattice_consistent=sublattice_consistent, progress=progress)  # fmt: skip
+        read = [m for _, m in mics]
+        first = predict(model, read, site_prior=model.train_prior, keep_images=False, **again)
         rates = first.site_rates()
         log.info("site_prior='estimate': rates from a first pass at the training odds: %s", rates)
-        return predict(model, inputs, site_prior=rates, keep_images=keep_images, **kwargs)
-    mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
+        return predict(model, read, site_prior=rates, keep_images=keep_images, **again)
     offsets = model.logit_offsets(site_prior)
     registry = model.registry
     names = np.array(registry.names, dtype=object)

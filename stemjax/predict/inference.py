@@ -123,6 +123,7 @@ def predict_tiles(
         (margin_px, padded[1] - w + margin_px),
     )
     source = np.pad(image, pad, mode="reflect")  # NumPy reflects repeatedly past the edge
+    offsets = None if logit_offsets is None else jnp.asarray(logit_offsets, jnp.float32)
     prob_map = np.zeros((h, w), np.float32) if return_probabilities else None
 
     points, classes, scores, class_probs = [], [], [], []
@@ -133,8 +134,8 @@ def predict_tiles(
         if n_real < batch_tiles:  # fixed batch shape: one compilation
             tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_tiles - n_real, 0)])
         logits = tile_logits(model, jnp.asarray(tiles), tta)
-        if logit_offsets is not None:
-            logits = logits + jnp.asarray(logit_offsets, logits.dtype)
+        if offsets is not None:
+            logits = logits + offsets
         det = jax.device_get(
             decode_defects(
                 logits,

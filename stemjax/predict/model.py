@@ -21,6 +21,9 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 CONFIG_FILES = (".hydra/config.yaml", "config.yaml")
+ESTIMATE = "estimate"
+"""site_prior / `trainer.decode_prior` value: take the defect rates from a first pass over the
+data (`stemjax.predict.predict` resolves it; `Prediction.site_rates`)."""
 
 
 class ModelLoadError(ValueError):
@@ -90,7 +93,7 @@ class TrainedModel:
         from stemjax.specimen import concentration_table
 
         site_prior = self.decode_prior if site_prior is None else site_prior
-        if site_prior == "estimate":
+        if site_prior == ESTIMATE:
             raise ValueError(
                 "site_prior 'estimate' needs a first pass over the data: "
                 "stemjax.predict.predict resolves it, logit_offsets cannot"
@@ -173,7 +176,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
                 f"data.prior = {obj.data.prior!r} is not one of the specimen priors "
                 f"{sorted(site_priors)}"
             )
-        if obj.trainer.decode_prior not in (None, "estimate", *site_priors):
+        if obj.trainer.decode_prior not in (None, ESTIMATE, *site_priors):
             raise ValueError(
                 f"trainer.decode_prior = {obj.trainer.decode_prior!r}: expected null, 'estimate' "
                 f"or one of the specimen priors {sorted(site_priors)}"

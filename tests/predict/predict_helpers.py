@@ -76,6 +76,7 @@ class FixtureModel:
         self.decode_threshold = 0.5
         self.min_distance_px = min_distance_px
         self.sublattice_brightness = {"metal": 74**1.7, "chalcogen": 2 * 34**1.7}
+        self.decode_prior = None
         self.calls = 0
 
     def logit_offsets(self, site_prior=None):

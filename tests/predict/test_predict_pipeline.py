@@ -256,6 +256,9 @@ def test_site_prior_estimate_is_a_second_pass_at_the_first_pass_rates(micrograph
     pd.testing.assert_frame_equal(est.defects[cols], again.defects[cols])
     model.decode_prior = "estimate"  # the model's default, as the shipped wse2te config sets
     pd.testing.assert_frame_equal(predict(model, image, **kw).defects[cols], est.defects[cols])
+    # both passes see the inputs even when they come as a one-shot iterator
+    once = predict(model, iter([image]), image_ids=["a"], **kw).defects[cols]
+    pd.testing.assert_frame_equal(once, est.defects[cols])
     model.decode_prior = None
     assert not np.allclose(first.defects["score"], again.defects["score"], rtol=0, atol=1e-6)
     ev = predict(model, image, site_prior="eval", **kw).defects
