@@ -57,7 +57,13 @@ class TrainerConfig:
     (`tensorboard/` in the run directory) next to metrics.csv. devices: local devices to train on
     data-parallel (0 = all); the batch is split over a 1-D `Mesh` axis 'data' and must be
     divisible by it, parameters are replicated. fixed_batch: debugging aid, every step reuses
-    the step-0 batch (a model that cannot overfit it has a bug).
+    the step-0 batch (a model that cannot overfit it has a bug). init_from: a trained run
+    directory or exported model (`stemjax.predict.export_model`, e.g. the shipped
+    `experiments/wse2te/model`) whose weights start a new run instead of a random
+    initialisation (fine-tuning, e.g. on a microscope prior fitted by `stemjax.calibrate`); the
+    architecture and defect classes must match, the optimizer and its schedule start afresh.
+    Ignored when the run resumes from its own checkpoint. Give the new run a `seed` other than
+    the source run's, or its steps draw the source's data keys again.
     """
 
     steps: int = 20000
@@ -83,6 +89,7 @@ class TrainerConfig:
     tensorboard: bool = True
     devices: int = 0
     fixed_batch: bool = False
+    init_from: str | None = None
 
 
 @dataclass
@@ -288,6 +295,49 @@ def init_train_state(model_cfg, tc: TrainerConfig):
     return model_def, opt_def, state, nnx.state(model, nnx.RngState)
 
 
+def warm_start(state: dict, source, model_cfg, class_names, seed: int) -> dict:
+    """`state` (as `init_train_state` makes it) with the model and EMA weights of the trained
+    run or exported model at `source` (`trainer.init_from`); the optimizer state is kept fresh.
+
+    Raises ValueError naming `trainer.init_from` when `source` cannot be loaded, or when its
+    architecture or defect classes differ from this run's (naming the differing fields).
+    """
+    from omegaconf import OmegaConf
+
+    from stemjax.predict.model import ModelLoadError, _find_run_dir, load_model
+
+    try:
+        src = load_model(source)
+    except ModelLoadError as err:
+        raise ValueError(f"trainer.init_from: {err}") from err
+    if src.model_config != model_cfg:
+        a, b = dataclasses.asdict(src.model_config), dataclasses.asdict(model_cfg)
+        diff = {k: (a[k], b[k]) for k in a if a[k] != b.get(k)}
+        raise ValueError(
+            f"trainer.init_from={source}: its model differs from this run's in "
+            + ", ".join(f"model.{k} ({x} there, {y} here)" for k, (x, y) in diff.items())
+        )
+    if list(src.registry.names) != list(class_names):
+        raise ValueError(
+            f"trainer.init_from={source}: its classes {list(src.registry.names)} differ from "
+            f"this run's {list(class_names)} (specimen defects)"
+        )
+    source_cfg = OmegaConf.load(_find_run_dir(src.source)[1])
+    if OmegaConf.select(source_cfg, "trainer.seed", default=0) == seed:
+        log.warning(
+            "trainer.init_from=%s was trained with trainer.seed=%d, as this run is: its steps "
+            "draw the same data keys again; set another trainer.seed for fresh data",
+            source,
+            seed,
+        )
+    merged = nnx.merge(src.graphdef, src.state)
+    state = dict(state, model=_model_state(merged))
+    if "ema" in state:
+        state["ema"] = jax.tree.map(jnp.copy, nnx.state(merged, nnx.Param))
+    log.info("initialised from %s (step %d)", src.source, src.step)
+    return state
+
+
 def make_train_step(model_def, opt_def, loss_fn, tc: TrainerConfig, make_data, *, dropout=False):
     """The (un-jitted) step `(state, rngs, step, batch=None) -> (state, metrics)`.
 
@@ -451,6 +501,8 @@ def train(
     if tc.resume and ckpt.latest_step() is not None:
         start, state = ckpt.restore(state)
         log.info("resumed from checkpoint at step %d", start)
+    elif tc.init_from:
+        state = warm_start(state, tc.init_from, mcfg, registry.names, tc.seed)
     state = jax.device_put(state, replicated)
     writer = MetricsWriter(
         out / "metrics.csv", out / "tensorboard" if tc.tensorboard else None, resume_step=start

@@ -207,6 +207,45 @@ def test_multirun_two_jobs_and_data_parallel(tmp_path):
         np.testing.assert_allclose(one[key], two[key], rtol=2e-5, err_msg=key)
 
 
+def test_init_from_starts_at_the_source_weights(tmp_path, makers):
+    """trainer.init_from: a new run starts from a trained run's (EMA) weights with a fresh
+    optimizer; at learning rate 0 its weights stay exactly the source's. A source with another
+    architecture or a missing path is refused, naming trainer.init_from."""
+    from stemjax.predict import load_model
+
+    source = tmp_path / "source"
+    cfg = _cfg("trainer.steps=2", "trainer.eval_every=0", "trainer.ema=0.5")
+    train(cfg, source, makers=makers)
+    OmegaConf.save(cfg, source / "config.yaml")
+    src = load_model(source)
+
+    def leaves(model):
+        return [np.asarray(x) for x in jax.tree.leaves(nnx.state(nnx.merge(model.graphdef,
+                model.state), nnx.Param))]  # fmt: skip
+
+    fine = tmp_path / "fine"
+    ft = _cfg("trainer.steps=1", "trainer.eval_every=0", "trainer.ema=0.5", "trainer.seed=7",
+              "trainer.learning_rate=0", f"trainer.init_from={source}")  # fmt: skip
+    train(ft, fine, makers=makers)
+    OmegaConf.save(ft, fine / "config.yaml")
+    for a, b in zip(leaves(src), leaves(load_model(fine)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # without init_from the same run starts elsewhere (the check above can fail)
+    fresh = tmp_path / "fresh"
+    train(_cfg("trainer.steps=1", "trainer.eval_every=0", "trainer.ema=0.5", "trainer.seed=7",
+               "trainer.learning_rate=0"), fresh, makers=makers)  # fmt: skip
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        leaves(src), _params(fresh, 1), strict=True))  # fmt: skip
+
+    wide = _cfg("trainer.steps=1", "model.width=12", f"trainer.init_from={source}")
+    differs = r"trainer.init_from=.*model\.width \(\d+ there, 12 here\)"
+    with pytest.raises(ValueError, match=differs):
+        train(wide, tmp_path / "wide", makers=makers)
+    with pytest.raises(ValueError, match=r"trainer.init_from: .*nowhere"):
+        train(_cfg("trainer.steps=1", f"trainer.init_from={tmp_path / 'nowhere'}"),
+              tmp_path / "bad", makers=makers)  # fmt: skip
+
+
 def _csv_columns(path: Path) -> dict[str, list[float]]:
     rows = path.read_text().splitlines()
     header = rows[0].split(",")
