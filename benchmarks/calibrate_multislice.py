@@ -18,6 +18,7 @@ table of `calibrate_draws.py`.
 
     python benchmarks/calibrate_multislice.py --draws 4 --phonons 32 [--json out.json]
     python benchmarks/calibrate_multislice.py --phonons 0 --fit-phonons 0   (static lattice)
+    python benchmarks/calibrate_multislice.py --draws 5 --first 2   (only draws 2-4 of that run)
 """
 
 import argparse
@@ -106,6 +107,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, nargs=2, default=(6, 4), help="orthogonal cells")
     ap.add_argument("--pixel", type=float, default=0.2074, help="target scan pixel (Å)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--first",
+        type=int,
+        default=0,
+        help="skip the fits of the draws before this one (their images are still drawn, so "
+        "later draws are the same micrographs as in a full run)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     spec = load_specimen_config("wse2te")
@@ -190,6 +198,8 @@ def main(argv=None):
         signal = signal + np.tensordot(rng.normal(0, 0.001, len(basis)), basis, axes=1)
         image = detector_image(signal, truth, rng)
         nominal = pixel_A * (1 + rng.uniform(-0.03, 0.03))
+        if d < args.first:
+            continue
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -183,7 +183,8 @@ def predict(
     expected in these micrographs, as the name of a prior in the model's config ('eval': the
     realistic rates, 'train': the training rates, i.e. no shift), {class name: per-site
     concentration}, or 'estimate': the rates of a first pass at the training odds
-    (`Prediction.site_rates`, pooled over all inputs; the network runs twice); the network's
+    (`Prediction.site_rates`, pooled over all inputs: call once per sample when samples
+    differ in composition; the network runs twice); the network's
     class odds are moved from its training rates to these (`stemjax.evaluation.prior_shift`).
     Default: the model's `trainer.decode_prior`. A rare class oversampled in training otherwise
     keeps its training odds. max_detections: per tile
