@@ -7,7 +7,10 @@ size, 10°/20° azimuths). Without odd aberrations an ADF image cannot tell (Δf
 the two reported solutions (the fixed Cs shifts the mirrored Δf, so not exactly on 0) with std
 half their distance + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the
 base config's dwell time (lognormal, ±25 %). Energy, convergence and detector angles, Cs and
-C23 are copied from the base config (they are not fitted).
+C23 are copied from the base config (they are not fitted). One micrograph narrows the base
+prior, it never widens it: a width is capped at the base config's std, and a quantity the fit
+does not resolve (σ_fit ≥ the base std, e.g. C21 at a large source size) keeps the base prior.
+The sign-ambiguous defocus is the exception: its prior spans both solutions.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ def _azimuth(value, sigma, floor_deg):
     }
 
 
+def _narrowed(base_entry, value, sigma_fit, width):
+    """Normal prior {mean: value, std: width} within the base entry's std; the base entry
+    itself when the fit's σ is not below that std (unresolved) or the base has no std."""
+    base_std = base_entry.get("std") if base_entry.get("dist", "normal") == "normal" else None
+    if base_std is None:
+        return {"mean": float(value), "std": float(width)}
+    if sigma_fit >= base_std:
+        return dict(base_entry)
+    return {"mean": float(value), "std": float(min(width, base_std))}
+
+
 def microscope_config(calibration, *, base: str = "wse2te", name: str | None = None):
     """DictConfig for `conf/microscope/` from a `Calibration` (checked against the schema)."""
     base_path = conf_dir() / "microscope" / f"{base}.yaml"
@@ -65,29 +79,33 @@ def microscope_config(calibration, *, base: str = "wse2te", name: str | None = N
         }
         cfg["phi12_rad"] = _uniform_azimuth()
     else:
-        cfg["defocus_angstrom"] = {
-            "mean": float(v["defocus_angstrom"]),
-            "std": float(max(3 * s["defocus_angstrom"], 5.0)),
-        }
+        cfg["defocus_angstrom"] = _narrowed(
+            cfg["defocus_angstrom"],
+            v["defocus_angstrom"],
+            s["defocus_angstrom"],
+            max(3 * s["defocus_angstrom"], 5.0),
+        )
         cfg["phi12_rad"] = _azimuth(d["phi12"], ds["phi12"], 10.0)
-    cfg["c12_angstrom"] = {
-        "mean": float(d["C12"]),
-        "std": float(max(3 * ds["C12"], 0.2 * d["C12"], 3.0)),
-    }
-    cfg["c21_angstrom"] = {
-        "mean": float(d["C21"]),
-        "std": float(max(3 * ds["C21"], 0.3 * d["C21"], 20.0)),
-    }
+    cfg["c12_angstrom"] = _narrowed(
+        cfg["c12_angstrom"], d["C12"], ds["C12"], max(3 * ds["C12"], 0.2 * d["C12"], 3.0)
+    )
+    cfg["c21_angstrom"] = _narrowed(
+        cfg["c21_angstrom"], d["C21"], ds["C21"], max(3 * ds["C21"], 0.3 * d["C21"], 20.0)
+    )
     # an azimuth is only meaningful when the magnitude is resolved
     if ds["C21"] < 0.5 * d["C21"]:
         cfg["phi21_rad"] = _azimuth(d["phi21"], ds["phi21"], 20.0)
     else:
         cfg["phi21_rad"] = _uniform_azimuth()
-    cfg["source_size_angstrom"] = {
-        "mean": float(v["source_size_angstrom"]),
-        "std": float(max(3 * s["source_size_angstrom"], 0.05)),
-        "low": 0.0,
-    }
+    cfg["source_size_angstrom"] = dict(
+        _narrowed(
+            cfg["source_size_angstrom"],
+            v["source_size_angstrom"],
+            s["source_size_angstrom"],
+            max(3 * s["source_size_angstrom"], 0.05),
+        ),
+        low=0.0,
+    )
     dwell = float(cfg["dwell_time_us"]["mean"])
     current = float(v["dose_electrons_per_px"]) / (dwell * ELECTRONS_PER_PA_US)
     cfg["probe_current_pa"] = {"mean": current, "std": 0.25 * current, "dist": "lognormal"}

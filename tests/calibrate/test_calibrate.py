@@ -113,10 +113,21 @@ def test_calibration_exports_a_microscope_prior(ambiguous, tmp_path):
         assert prior.defocus_angstrom.mean == pytest.approx(TRUTH["defocus_angstrom"])
         assert prior.phi12_rad.mean == pytest.approx(1.0)
     assert prior.phi21_rad.dist == "uniform"  # C21 not resolved (σ > C21 / 2)
+    # widths never exceed the base prior's (wse2te: C21 100 ± 200 Å; 3σ_fit would be 450)
+    assert prior.c21_angstrom.mean == pytest.approx(89.4)
+    assert prior.c21_angstrom.std == pytest.approx(200.0)
+    assert prior.source_size_angstrom.std == pytest.approx(0.05)
     dose = prior.probe_current_pa.mean * prior.dwell_time_us.mean * ELECTRONS_PER_PA_US
     assert dose == pytest.approx(TRUTH["dose_electrons_per_px"], rel=1e-6)
     with pytest.raises(FileExistsError):
         write_microscope_config(cal, path, name="mine")
+    # a quantity the fit does not resolve (σ_fit ≥ the base std) keeps the base prior
+    cal.derived_sigma["C21"] = 250.0
+    unresolved = load_microscope_prior(
+        write_microscope_config(cal, tmp_path / "microscope" / "other.yaml", name="other")
+    )
+    assert unresolved.c21_angstrom.mean == pytest.approx(100.0)
+    assert unresolved.c21_angstrom.std == pytest.approx(200.0)
     # Hydra composes it as a microscope= choice from an extra search path
     cfg = load_config(["microscope=mine", f"hydra.searchpath=[file://{tmp_path}]"])
     assert cfg.microscope.name == "mine"
