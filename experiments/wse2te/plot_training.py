@@ -1,6 +1,11 @@
 """Training curve of the shipped model: loss and validation metrics from its metrics.csv.
 
     python experiments/wse2te/plot_training.py [METRICS_CSV]
+    python experiments/wse2te/plot_training.py experiments/wse2te/training_metrics.csv \
+        --append experiments/wse2te/runs/cpu_ft/metrics.csv --offset 4750
+
+A run started from a trained model (`trainer.init_from`) counts its steps from 0: `--append`
+adds its rows to the curve, shifted by `--offset` (the source model's step).
 
 Dotted lines mark where the run was resumed with a wider microscope prior (`FINE_TUNES`): its
 validation images are drawn from that prior from then on, so validation scores on either side
@@ -11,7 +16,7 @@ scoring: at 0.5, over the whole image of the wide prior's images, the network ma
 false detections that the shipped threshold and predict's edge band remove (REPORT.md).
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +27,21 @@ FINE_TUNES = (
     (1750, "Δf ±20 Å, σ ±0.13 Å"),
     (2750, "Δf ±30 Å, σ ±0.17 Å, edge labels"),
     (3750, "C23 ±100 nm"),
+    (4750, "init_from, new data seed, same prior"),
 )
 
 
-def main(path=HERE / "runs" / "cpu_c23" / "metrics.csv"):
-    m = pd.read_csv(path)
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("metrics", nargs="?", default=str(HERE / "runs" / "cpu_c23" / "metrics.csv"))
+    p.add_argument("--append", default=None, help="metrics.csv of a warm-started run")
+    p.add_argument("--offset", type=int, default=0, help="step of the model it started from")
+    args = p.parse_args(argv)
+    m = pd.read_csv(args.metrics)
+    if args.append:
+        extra = pd.read_csv(args.append)
+        extra["step"] += args.offset
+        m = pd.concat([m[m["step"] <= args.offset], extra], ignore_index=True)
     m.to_csv(HERE / "training_metrics.csv", index=False)
     fig = Figure(figsize=(10, 3.6))
     a, b = fig.subplots(1, 2)
@@ -50,4 +65,4 @@ def main(path=HERE / "runs" / "cpu_c23" / "metrics.csv"):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

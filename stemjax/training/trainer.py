@@ -59,7 +59,8 @@ class TrainerConfig:
     divisible by it, parameters are replicated. fixed_batch: debugging aid, every step reuses
     the step-0 batch (a model that cannot overfit it has a bug). init_from: a trained run
     directory or exported model (`stemjax.predict.export_model`, e.g. the shipped
-    `experiments/wse2te/model`) whose weights start a new run instead of a random
+    `experiments/wse2te/model`; a run's best checkpoint, as `load_model` picks, or
+    `<run>/checkpoints/<step>`) whose weights start a new run instead of a random
     initialisation (fine-tuning, e.g. on a microscope prior fitted by `stemjax.calibrate`); the
     architecture and defect classes must match, the optimizer and its schedule start afresh.
     Ignored when the run resumes from its own checkpoint. Give the new run a `seed` other than
