@@ -9,11 +9,13 @@ from stemjax.evaluation import match_detections
 from stemjax.predict import EDGE_A, load_model, predict
 
 HERE = Path(__file__).resolve().parents[2] / "experiments" / "wse2te"
-# measured with the shipped CPU-trained model (step 4750): threshold 0.5 and no edge band:
-# recall 78/78, precision 78/89 (it also marks partly visible defects centred just outside);
-# with predict's 0.6 Å edge band (the truth restricted to the same region): recall 73/73,
-# precision 73/73 at 0.5 and at the shipped 0.95 (step 3750: the same at 0.97, 78/91 without
-# the band; step 2750: 72/73 and 72/72 at 0.98)
+# measured with the shipped CPU-trained model 6750 (checkpoint step 2000 of its fine-tune):
+# threshold 0.5 and no edge band: recall 77/78, precision 77/89 (it also marks partly visible
+# defects centred just outside); with predict's 0.6 Å edge band (the truth restricted to the
+# same region), shipped decoding (0.9, site_prior estimate): recall 71/73, precision 71/72:
+# one SeTe missed and one SV called SeW, both within 1.1 Å of the image edge (model 4750:
+# 73/73 and 73/73; step 3750: the same at 0.97, 78/91 without the band; step 2750: 72/73 and
+# 72/72 at 0.98)
 RECALL, PRECISION = 0.97, 0.95
 
 
