@@ -43,8 +43,9 @@ class TrainedModel:
     default). site_priors: the config's named specimen priors as (num_sublattices, num_classes)
     per-site class tables (`stemjax.specimen.prior_tables`). train_prior: the one the network was
     trained on (`data.prior`). decode_prior: `trainer.decode_prior`, the prior predict assumes
-    by default (None: the training rates, no shift; 'estimate': a first pass's rates). step:
-    checkpoint step. source: the run directory.
+    by default (None: the training rates, no shift; 'estimate': a first pass's rates).
+    train_seed: the run's `trainer.seed` (its data keys; `trainer.init_from` warns on reuse).
+    step: checkpoint step. source: the run directory.
     """
 
     graphdef: object
@@ -59,6 +60,7 @@ class TrainedModel:
     site_priors: dict
     train_prior: str
     decode_prior: str | None
+    train_seed: int
     step: int
     source: Path
 
@@ -227,6 +229,7 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
         site_priors=site_priors,
         train_prior=str(obj.data.prior),
         decode_prior=obj.trainer.decode_prior,
+        train_seed=int(obj.trainer.seed),
         step=int(step),
         source=run,
     )

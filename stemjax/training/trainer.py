@@ -163,6 +163,11 @@ def _model_state(model):
     return nnx.state(model, nnx.Not(nnx.RngState))
 
 
+def _param_copy(model):
+    """The model's parameters in their own buffers (the EMA's starting point)."""
+    return jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+
+
 def class_frequencies(maker, n_batches: int, seed: int) -> np.ndarray | None:
     """Pixel counts per class over `n_batches` training batches (keys from `seed`); (C,)."""
     if n_batches <= 0:
@@ -292,7 +297,7 @@ def init_train_state(model_cfg, tc: TrainerConfig):
     opt_def, _ = nnx.split(optimizer)
     state = {"model": _model_state(model), "opt": nnx.state(optimizer)}
     if tc.ema > 0:
-        state["ema"] = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))  # own buffers
+        state["ema"] = _param_copy(model)
     return model_def, opt_def, state, nnx.state(model, nnx.RngState)
 
 
@@ -303,9 +308,7 @@ def warm_start(state: dict, source, model_cfg, class_names, seed: int) -> dict:
     Raises ValueError naming `trainer.init_from` when `source` cannot be loaded, or when its
     architecture or defect classes differ from this run's (naming the differing fields).
     """
-    from omegaconf import OmegaConf
-
-    from stemjax.predict.model import ModelLoadError, _find_run_dir, load_model
+    from stemjax.predict.model import ModelLoadError, load_model
 
     try:
         src = load_model(source)
@@ -323,8 +326,7 @@ def warm_start(state: dict, source, model_cfg, class_names, seed: int) -> dict:
             f"trainer.init_from={source}: its classes {list(src.registry.names)} differ from "
             f"this run's {list(class_names)} (specimen defects)"
         )
-    source_cfg = OmegaConf.load(_find_run_dir(src.source)[1])
-    if OmegaConf.select(source_cfg, "trainer.seed", default=0) == seed:
+    if src.train_seed == seed:
         log.warning(
             "trainer.init_from=%s was trained with trainer.seed=%d, as this run is: its steps "
             "draw the same data keys again; set another trainer.seed for fresh data",
@@ -334,7 +336,7 @@ def warm_start(state: dict, source, model_cfg, class_names, seed: int) -> dict:
     merged = nnx.merge(src.graphdef, src.state)
     state = dict(state, model=_model_state(merged))
     if "ema" in state:
-        state["ema"] = jax.tree.map(jnp.copy, nnx.state(merged, nnx.Param))
+        state["ema"] = _param_copy(merged)
     log.info("initialised from %s (step %d)", src.source, src.step)
     return state
 

@@ -2,6 +2,7 @@
 multirun + data parallel (CLI subprocess), config composition."""
 
 import dataclasses
+import logging
 import os
 import re
 import struct
@@ -25,6 +26,7 @@ from stemjax.training import (
     load_train_config,
     train,
 )
+from stemjax.training.trainer import warm_start
 from stemjax.trainingdata.pipeline import build_batch_maker
 
 SMOKE = ["+experiment=wse2te", "trainer=smoke"]
@@ -208,7 +210,7 @@ def test_multirun_two_jobs_and_data_parallel(tmp_path):
         np.testing.assert_allclose(one[key], two[key], rtol=2e-5, err_msg=key)
 
 
-def test_init_from_starts_at_the_source_weights(tmp_path, makers):
+def test_init_from_starts_at_the_source_weights(tmp_path, makers, caplog):
     """trainer.init_from: a new run starts from a trained run's (EMA) weights with a fresh
     optimizer; at learning rate 0 its weights stay exactly the source's. A source with another
     architecture or a missing path is refused, naming trainer.init_from."""
@@ -235,6 +237,10 @@ def test_init_from_starts_at_the_source_weights(tmp_path, makers):
     _, _, fresh, _ = init_train_state(src.model_config, OmegaConf.to_object(ft).trainer)
     fresh_params = [np.asarray(x) for x in jax.tree.leaves(fresh["ema"])]
     assert any(not np.array_equal(a, b) for a, b in zip(leaves(src), fresh_params, strict=True))
+    # the source's own data seed again: a warning names it (the fine-tune above used 7: none)
+    with caplog.at_level(logging.WARNING, logger="stemjax.training.trainer"):
+        warm_start(fresh, source, src.model_config, src.registry.names, seed=src.train_seed)
+    assert "same data keys" in caplog.text
 
     wide = _cfg("trainer.steps=1", "model.width=12", f"trainer.init_from={source}")
     differs = r"trainer.init_from=.*model\.width \(\d+ there, 12 here\)"
