@@ -28,6 +28,7 @@ FINE_TUNES = (
     (2750, "Δf ±30 Å, σ ±0.17 Å, edge labels"),
     (3750, "C23 ±100 nm"),
     (4750, "init_from, new data seed, same prior"),
+    (6750, "init_from, new data seed, same prior"),
 )
 
 
