@@ -44,7 +44,13 @@ import jax
 import numpy as np
 
 from stemjax.config import load_config, to_runtime
-from stemjax.evaluation import decode_defects, evaluate, format_report, restrict_to_region
+from stemjax.evaluation import (
+    decode_defects,
+    evaluate,
+    format_report,
+    match_detections,
+    restrict_to_region,
+)
 from stemjax.predict import EDGE_A, load_model
 from stemjax.predict.sites import columns_and_classes
 from stemjax.trainingdata.pipeline import build_batch_maker
@@ -216,6 +222,36 @@ def score(data, threshold, edge_A: float | None = None):
     return result, {k: np.asarray(v) for k, v in counts.items()}
 
 
+BESIDE_A = 2.2
+"""A true defect is 'beside' another when the nearest other defect lies closer than this (Å):
+a metal and a chalcogen column are 1.9 Å apart in projection, two chalcogen columns 3.3 Å."""
+
+
+def recall_beside_defects(data, threshold, edge_A: float = EDGE_A, beside_A: float = BESIDE_A):
+    """Interior class-correct recall per true class, split into defects with another defect
+    (inside the image or not) within `beside_A` (Å) and isolated ones:
+    {class name: {"beside": [found, n], "isolated": [found, n]}}."""
+    from scipy.spatial import cKDTree
+
+    reg, px = data["registry"], data["pixel_size"]
+    out = {n: {"beside": [0, 0], "isolated": [0, 0]} for n in reg.defect_names}
+    preds = apply_threshold(data["preds"], threshold, reg.num_classes)
+    for p, g in zip(preds, data["gts"], strict=True):
+        every = np.asarray(g["points"])[np.asarray(g["classes"]) > 0]
+        p, g = restrict_to_region(p, g, data["settings"]["size_px"], edge_A / px, 0.8 / px)
+        if len(g["classes"]) == 0:
+            continue
+        nearest_other_A = cKDTree(every).query(g["points"], k=2)[0][:, 1] * px
+        m = match_detections(p["points"], g["points"], 0.8 / px)
+        found = np.zeros(len(g["classes"]), bool)
+        found[m.gt_index] = p["classes"][m.pred_index] == g["classes"][m.gt_index]
+        for c, near, f in zip(g["classes"], nearest_other_A < beside_A, found, strict=True):
+            tally = out[reg.names[c]]["beside" if near else "isolated"]
+            tally[0] += int(f)
+            tally[1] += 1
+    return out
+
+
 def binned(values, counts, n_bins: int = 4):
     """Class-correct recall and precision pooled over images in `n_bins` quantile bins of
     `values` (one per image); rows of plain dicts."""
@@ -275,6 +311,13 @@ def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
                  "interior": f"interior (edge {edge} Å)"}[name]  # fmt: skip
         text += [f"=== {title} ===", format_report(result)]
         text += [format_binned(q, rows) for q, rows in tables.items()]
+    beside = recall_beside_defects(data, threshold, edge_A)
+    out["interior"]["recall_beside_defects"] = beside
+    text.append(
+        f"interior recall, defects with another within {BESIDE_A} Å / isolated:\n"
+        + "\n".join(f"  {n:5s} {b[0]}/{b[1]} / {i[0]}/{i[1]}"
+                     for n, t in beside.items() for b, i in [(t["beside"], t["isolated"])])
+    )  # fmt: skip
     return out, "\n\n".join(text)
 
 

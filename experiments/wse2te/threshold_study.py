@@ -220,9 +220,7 @@ def main():
     Path(args.json).write_text(json.dumps(study, indent=1, default=float))
     plot(study, study["rule"]["chosen"], HERE / "threshold_pr.png")
     for split in ("validation", "test"):
-        for name in study[split]:
-            if name == "edge_band":
-                continue
+        for name in study["rule"]["sets"]:
             for scoring in ("whole_image", "interior"):
                 for r in study[split][name][scoring]:
                     if r["threshold"] in (0.5, study["rule"]["chosen"]):

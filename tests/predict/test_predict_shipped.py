@@ -16,8 +16,9 @@ HERE = Path(__file__).resolve().parents[2] / "experiments" / "wse2te"
 # One SeTe within 0.9 Å of the edge is not detected and one SV there is called VW; two interior
 # SeTe, each beside a W-site defect (2TeW, VW), score p_def 0.93 and 0.945, just under the
 # threshold (found at 0.9, where model 6750 had 71/73 and 71/72, and model 4750 73/73). On the
-# enriched held-out set all 167 SeTe beside a W-site defect are found at 0.95 and at 0.98, so
-# this is the luck of 73 defects, not a class of failure (REPORT.md). The bar is a smoke
+# enriched held-out set all 172 SeTe beside another defect are found at 0.95 and at 0.98
+# (`evaluate.py --prior train`, recall_beside_defects), so this is the luck of 73 defects, not
+# a class of failure (REPORT.md). The bar is a smoke
 # test's: a broken checkpoint or pipeline scores far below it; the held-out sets with
 # thousands of defects are the measure.
 RECALL, PRECISION = 0.94, 0.95
