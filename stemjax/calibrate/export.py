@@ -6,7 +6,8 @@ size, 10°/20° azimuths). Without odd aberrations an ADF image cannot tell (Δf
 (−Δf, −C12); when the fit flags that ambiguity, the prior keeps both: defocus centred between
 the two reported solutions (the fixed Cs shifts the mirrored Δf, so not exactly on 0) with std
 half their distance + 3σ, and a uniform C12 azimuth. The dose sets the probe current at the
-base config's dwell time (lognormal, ±25 %). Energy, convergence and detector angles, Cs and
+micrograph's dwell time (`dwell_time_us`, else the base config's expected one; lognormal,
+±25 %). Energy, convergence and detector angles, Cs and
 C23 are copied from the base config (they are not fitted). One micrograph narrows the base
 prior, it never widens it: a width is capped at the base config's std, and a quantity the fit
 does not resolve (σ_fit ≥ the base std, e.g. C21 at a large source size) keeps the base prior.
@@ -54,8 +55,27 @@ def _narrowed(base_entry, value, sigma_fit, width):
     return {"mean": float(value), "std": float(min(width, base_std))}
 
 
-def microscope_config(calibration, *, base: str = "wse2te", name: str | None = None):
-    """DictConfig for `conf/microscope/` from a `Calibration` (checked against the schema)."""
+def _expected(entry: dict) -> float:
+    """Expected value of one prior entry of a microscope YAML: the middle of a uniform
+    range, else its mean."""
+    if entry.get("dist") == "uniform":
+        return 0.5 * (float(entry["low"]) + float(entry["high"]))
+    return float(entry["mean"])
+
+
+def microscope_config(
+    calibration,
+    *,
+    base: str = "wse2te",
+    name: str | None = None,
+    dwell_time_us: float | None = None,
+):
+    """DictConfig for `conf/microscope/` from a `Calibration` (checked against the schema).
+
+    dwell_time_us: the micrograph's time per pixel (µs, all summed frames together), which
+    turns the fitted dose (e⁻/px) into a probe current; the exported prior then fixes the dwell
+    time at it. Default: the base config's expected dwell time (a uniform range's middle).
+    """
     base_path = conf_dir() / "microscope" / f"{base}.yaml"
     if not base_path.is_file():
         raise FileNotFoundError(f"base: no microscope config {base_path}")
@@ -106,7 +126,14 @@ def microscope_config(calibration, *, base: str = "wse2te", name: str | None = N
         ),
         low=0.0,
     )
-    dwell = float(cfg["dwell_time_us"]["mean"])
+    if dwell_time_us is None:
+        dwell = _expected(cfg["dwell_time_us"])
+    else:
+        if not (math.isfinite(dwell_time_us) and dwell_time_us > 0):
+            raise ValueError(f"dwell_time_us: expected a positive time per pixel (µs), got "
+                             f"{dwell_time_us!r}")  # fmt: skip
+        dwell = float(dwell_time_us)
+        cfg["dwell_time_us"] = {"mean": dwell, "dist": "fixed"}
     current = float(v["dose_electrons_per_px"]) / (dwell * ELECTRONS_PER_PA_US)
     cfg["probe_current_pa"] = {"mean": current, "std": 0.25 * current, "dist": "lognormal"}
     out = OmegaConf.create(cfg)
@@ -115,14 +142,20 @@ def microscope_config(calibration, *, base: str = "wse2te", name: str | None = N
 
 
 def write_microscope_config(
-    calibration, path: str | Path | None = None, *, base="wse2te", name=None, overwrite=False
+    calibration,
+    path: str | Path | None = None,
+    *,
+    base="wse2te",
+    name=None,
+    dwell_time_us=None,
+    overwrite=False,
 ) -> Path:
     """Write the calibrated prior as YAML (default: conf/microscope/<name>.yaml) and return
     the path; then `python -m stemjax.train +experiment=wse2te microscope=<name>` trains for it.
     A file outside conf/ needs `hydra.searchpath=[file://<dir above microscope/>]`. An
     existing file is kept unless `overwrite`.
     """
-    cfg = microscope_config(calibration, base=base, name=name)
+    cfg = microscope_config(calibration, base=base, name=name, dwell_time_us=dwell_time_us)
     path = Path(path) if path else conf_dir() / "microscope" / f"{cfg.name}.yaml"
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True or another name")

@@ -39,7 +39,7 @@ from stemjax.calibrate.model import (
     CALIBRATION_PHONONS,
     LOG_PARAMETERS,
     PARAMETERS,
-    SQUARED_PARAMETERS,
+    SIGN_FREE_PARAMETERS,
     UNITS,
     LatticeSetup,
     build_setup,
@@ -77,7 +77,7 @@ SCALES = {
     "dose_electrons_per_px": 0.02,
     "gain": 0.02,
     "offset": 1.0,  # times the image's noise scale, set per image
-    "read_noise_electrons": 1.0,  # on r² (e⁻²)
+    "read_noise_electrons": 1.0,  # e⁻
 }
 BACKGROUND_SCALE = 1e-3
 """Step scale of the background coefficients (fraction of the beam)."""
@@ -214,8 +214,8 @@ def _unpack(theta, start: dict, scales: dict, n_background: int):
     for i, name in enumerate(PARAMETERS):
         if name in LOG_PARAMETERS:
             values[name] = start[name] * jnp.exp(scales[name] * theta[i])
-        elif name in SQUARED_PARAMETERS:
-            values[name] = jnp.sqrt(jnp.abs(start[name] ** 2 + scales[name] * theta[i]) + 1e-12)
+        elif name in SIGN_FREE_PARAMETERS:
+            values[name] = jnp.abs(start[name] + scales[name] * theta[i])
         else:
             values[name] = start[name] + scales[name] * theta[i]
     values["source_size_angstrom"] = jnp.abs(values["source_size_angstrom"])
@@ -688,7 +688,8 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         derived, derived_sigma = _derived(phys, cov)
         return theta, dict(phys=phys, cov=cov, values=values, sigma=sigma, derived=derived,
                            derived_sigma=derived_sigma, eig_min=eig_min,
-                           decrement=float(grad @ cov_theta @ grad))  # fmt: skip
+                           decrement=float(grad @ cov_theta @ grad),
+                           decrement_parts=grad * (cov_theta @ grad))  # fmt: skip
 
     # --- curvature, uncertainties, checks ------------------------------------------------------
     theta, best = polish(theta)
@@ -705,7 +706,7 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         alternative["delta_nll"] = float(
             total_nll(other, start, mask, exact) - total_nll(theta, start, mask, exact)
         )
-        for key in ("phys", "cov", "eig_min", "decrement"):
+        for key in ("phys", "cov", "eig_min", "decrement", "decrement_parts"):
             alternative.pop(key)
         _log(
             verbose,
@@ -719,9 +720,15 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
         )
     decrement = best["decrement"]
     if not decrement < options.max_newton_decrement:
+        names = [
+            *PARAMETERS,
+            *(f"background[{i}]" for i in range(n_bg)),
+            *(f"amplitude of outlier column {j}" for j in range(len(outlier_index))),
+        ]
         problems.append(
             f"not at an optimum: Newton decrement {decrement:.3g} (the likelihood could still "
-            f"drop by ~{decrement / 2:.3g}); more lbfgs_steps or a better start"
+            f"drop by ~{decrement / 2:.3g}), mostly along "
+            f"{_largest_parts(best['decrement_parts'], names)}; more lbfgs_steps or a better start"
         )
     phys, cov = best["phys"], best["cov"]
     values, sigma = best["values"], best["sigma"]
@@ -762,6 +769,14 @@ def _calibrate(image, p0, specimen, microscope, initial, responses, options, fro
 
         warnings.warn(message, stacklevel=3)
     return result
+
+
+def _largest_parts(parts: np.ndarray, names: list[str], n: int = 3) -> str:
+    """The `n` parameters with the largest share of a Newton decrement, as 'name (share)'."""
+    parts = np.asarray(parts, np.float64)
+    total = float(np.abs(parts).sum()) or 1.0
+    order = np.argsort(-np.abs(parts))[:n]
+    return ", ".join(f"{names[i]} ({parts[i] / total:.0%})" for i in order)
 
 
 def _fit_problems(reduced_chi2, outlier_fraction, registration_delta, options: FitOptions):

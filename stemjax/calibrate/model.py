@@ -84,9 +84,12 @@ UNITS = {
 METAL_PLANE_DEPTH_A = 3.0
 #: Quantities fitted on a log scale (positive by construction).
 LOG_PARAMETERS = frozenset({"pixel_size_angstrom", "dose_electrons_per_px", "gain"})
-#: Quantities fitted through their square (the read noise through its variance r², e⁻²): on a
-#: log scale the gradient of a small r vanishes (∂var/∂ln r = 2g²r²) and the fit gets stuck there.
-SQUARED_PARAMETERS = frozenset({"read_noise_electrons"})
+#: Quantities that enter only squared (the read noise r through its variance r², e⁻²), fitted as
+#: a signed value and reported as |r|: smooth through r = 0, where a detector whose noise is all
+#: shot noise times a gain ends. On a log scale the gradient of a small r vanishes (∂var/∂ln r =
+#: 2g²r²) and the fit gets stuck; fitted as r² ≥ 0 the likelihood has a kink at 0, where L-BFGS
+#: stalls and the Newton polish sees a step it cannot take (found on a real micrograph).
+SIGN_FREE_PARAMETERS = frozenset({"read_noise_electrons"})
 
 
 def polar_aberrations(values: dict) -> dict:

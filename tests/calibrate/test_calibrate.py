@@ -133,6 +133,42 @@ def test_calibration_exports_a_microscope_prior(ambiguous, tmp_path):
     assert cfg.microscope.name == "mine"
 
 
+def test_export_dose_to_current_with_the_micrographs_dwell_time(tmp_path):
+    """The fitted dose (e⁻/px) becomes a probe current at the micrograph's dwell time, or at
+    the base prior's expected one when that is a uniform range (mos2_60kv: 8–32 µs → 20 µs)."""
+    from stemjax.calibrate.export import microscope_config
+    from stemjax.microscope_prior import ELECTRONS_PER_PA_US
+
+    cal = _fake_calibration(False)
+    dose = TRUTH["dose_electrons_per_px"]
+    default = microscope_config(cal, base="mos2_60kv", name="a")
+    assert default.dwell_time_us.dist == "uniform"  # the base's range is kept
+    assert default.probe_current_pa.mean * 20.0 * ELECTRONS_PER_PA_US == pytest.approx(dose)
+    given = microscope_config(cal, base="mos2_60kv", name="b", dwell_time_us=32.4)
+    assert given.dwell_time_us.dist == "fixed" and given.dwell_time_us.mean == 32.4
+    assert given.probe_current_pa.mean * 32.4 * ELECTRONS_PER_PA_US == pytest.approx(dose)
+    with pytest.raises(ValueError, match="dwell_time_us"):
+        microscope_config(cal, base="mos2_60kv", dwell_time_us=0.0)
+
+
+def test_converges_on_a_detector_without_read_noise(specimen, microscope, defect_responses):
+    """All noise is shot noise times a gain (read noise 0, as the real MoS2 micrograph of
+    experiments/mos2_real fits): the read noise reaches 0 smoothly and the Newton polish ends at
+    an optimum. Fitted as r² ≥ 0 the likelihood had a kink at 0 there and this fit stopped
+    with a Newton decrement of 0.57 (strict: CalibrationError)."""
+    setup = build_setup(specimen, defect_responses, microscope, (56, 56), max_pixel_size=0.25)
+    truth = dict(TRUTH, read_noise_electrons=0.0)
+    image, _ = synthetic_micrograph(setup, truth, defect_fraction=0.0, seed=1)
+    geometry = {k: truth[k] for k in ("rotation_rad", "pixel_size_angstrom")}  # (CI time)
+    short = FitOptions(candidate_steps=60, adam_steps=60, lbfgs_steps=100)
+    res = calibrate(image, PIXEL, specimen=specimen, microscope=microscope,
+                    responses=defect_responses, initial=geometry, options=short)  # fmt: skip
+    assert res.newton_decrement < 0.01
+    assert res.values["read_noise_electrons"] < 3 * res.sigma["read_noise_electrons"]
+    assert res.sigma["read_noise_electrons"] < 3.0  # determined: r = 3 e⁻ would be told apart
+    assert 0.9 < res.reduced_chi2 < 1.1
+
+
 def test_bad_start_fails_loudly_or_converges(micrograph, specimen, microscope, defect_responses):
     image = micrograph[0][:56, :56]  # a corner holding the origin (CI time)
     start = {"rotation_rad": TRUTH["rotation_rad"] + math.radians(20), "pixel_size_angstrom": PIXEL}
