@@ -125,7 +125,8 @@ class TrainedModel:
 def _find_run_dir(path: Path) -> tuple[Path, Path, int | None]:
     """(run dir, config file, explicit step or None) for a run dir, checkpoints dir or step dir."""
     candidates = [(path, None)]
-    if path.name.isdigit():  # .../checkpoints/<step>
+    if path.name.isdigit() and path.parent.name == "checkpoints":  # .../checkpoints/<step>
+        # (not a multirun job folder, which Hydra numbers too: multirun/<date>/<time>/0)
         candidates = [(path.parent.parent, int(path.name))]
     elif path.name == "checkpoints":
         candidates = [(path.parent, None)]

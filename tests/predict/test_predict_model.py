@@ -33,6 +33,14 @@ def test_load_model_from_run_dir_and_step_dir(tiny_run, model):
     assert logits.shape == (1, 32, 32, 8) and np.all(np.isfinite(np.asarray(logits)))
 
 
+def test_load_model_from_a_multirun_job_folder(tmp_path, tiny_run):
+    """Hydra numbers multirun jobs (multirun/<date>/<time>/0): a job folder is a run directory,
+    not a checkpoints/<step> folder."""
+    job = tmp_path / "sweep" / "0"
+    shutil.copytree(tiny_run, job)
+    assert load_model(job, which="latest").step == 8
+
+
 def test_load_model_errors_name_the_path(tmp_path, tiny_run):
     with pytest.raises(ModelLoadError, match="no such run directory"):
         load_model(tmp_path / "nowhere")
