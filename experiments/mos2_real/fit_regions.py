@@ -12,7 +12,7 @@ probe and the same scan, so their fitted microscope values should agree within t
 uncertainties each fit reports (from the curvature of its likelihood). The script prints each
 region's values ± 1σ, the spread across regions against the median reported σ, and writes a
 JSON, the figure of one region (observed / fitted / residual) and a `conf/microscope/` prior
-from the best-fitting region.
+from the middle region.
 
     python experiments/mos2_real/fit_regions.py [--path example_Se_implanted_MoS2.dm3]
 """
@@ -46,7 +46,8 @@ REGIONS = ((400, 400), (100, 100), (100, 700), (760, 200), (760, 760))
 """Top-left corners (row, col) of the regions: four corners and the middle of the field, away
 from the hole near (690, 540)."""
 COMPARED = ("pixel_size_angstrom", "rotation_deg", "stretch", "shear", "defocus_angstrom",
-            "C12", "phi12_deg", "C21", "source_size_angstrom", "dose_electrons_per_px")  # fmt: skip
+            "C12", "phi12_deg", "C21", "phi21_deg", "source_size_angstrom",
+            "dose_electrons_per_px")  # fmt: skip
 
 
 def fetch(workdir: Path) -> Path:
@@ -62,15 +63,42 @@ def fetch(workdir: Path) -> Path:
     return out
 
 
-def summary(cal) -> dict:
-    """One region's values and 1σ in the compared quantities (angles in degrees)."""
-    v, s = dict(cal.values), dict(cal.sigma)
-    v.update(cal.derived)
-    s.update(cal.derived_sigma)
+def summary(sol: dict) -> dict:
+    """One solution's values and 1σ in the compared quantities (angles in degrees). `sol`: a
+    `Calibration`'s values/sigma/derived/derived_sigma, or its `alternative` (same keys)."""
+    v, s = dict(sol["values"]), dict(sol["sigma"])
+    v.update(sol["derived"])
+    s.update(sol["derived_sigma"])
     v["rotation_deg"] = math.degrees(v["rotation_rad"]) % 60.0  # modulo the lattice's 60°
     s["rotation_deg"] = math.degrees(s["rotation_rad"])
     v["phi12_deg"], s["phi12_deg"] = math.degrees(v["phi12"]) % 180.0, math.degrees(s["phi12"])
+    v["phi21_deg"], s["phi21_deg"] = math.degrees(v["phi21"]) % 360.0, math.degrees(s["phi21"])
     return {k: (float(v[k]), float(s[k])) for k in COMPARED}
+
+
+def solutions(cal) -> tuple[dict, dict | None]:
+    """(best, mirrored alternative or None) as `summary` dicts."""
+    best = summary(dict(values=cal.values, sigma=cal.sigma, derived=cal.derived,
+                        derived_sigma=cal.derived_sigma))  # fmt: skip
+    alt = summary(cal.alternative) if cal.defocus_sign_ambiguous and cal.alternative else None
+    return best, alt
+
+
+def spread_table(rows: list[dict], key: str) -> tuple[str, dict]:
+    """Markdown table of every region's `key` solution ± 1σ, the mean, the spread (std) across
+    regions and the median reported σ; and the spread numbers."""
+    head = ("| quantity | " + " | ".join(f"region {r['region']}" for r in rows)
+            + " | mean | spread (std) | median σ | spread / σ |")  # fmt: skip
+    lines, spread = [head, "|---|" + "---|" * (len(rows) + 4)], {}
+    for k in COMPARED:
+        vals = np.array([r[key][k][0] for r in rows])
+        sig = np.array([r[key][k][1] for r in rows])
+        std = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+        spread[k] = dict(mean=float(vals.mean()), std=std, median_sigma=float(np.median(sig)))
+        cells = " | ".join(f"{v:.4g} ± {s:.2g}" for v, s in zip(vals, sig, strict=True))
+        lines.append(f"| {k} | {cells} | {vals.mean():.4g} | {std:.3g} | {np.median(sig):.3g} | "
+                     f"{std / np.median(sig):.1f} |")  # fmt: skip
+    return "\n".join(lines), spread
 
 
 def main():
@@ -84,7 +112,7 @@ def main():
     p.add_argument(
         "--config",
         default=str(HERE / "microscope" / "mos2_60kv_calibrated.yaml"),
-        help="microscope prior written from the region with the lowest reduced χ²",
+        help="microscope prior written from region 0 (the middle of the field); kept if it exists",
     )
     args = p.parse_args()
 
@@ -119,27 +147,33 @@ def main():
                    outlier_columns=len(cal.outlier_sites),
                    defocus_sign_ambiguous=bool(cal.defocus_sign_ambiguous),
                    registration_delta_nll=cal.registration_delta_nll, problems=problems,
-                   values=summary(cal))  # fmt: skip
+                   values=None, alternative=None)  # fmt: skip
+        row["values"], row["alternative"] = solutions(cal)
         rows.append(row)
         fits.append(cal)
         status = "converged" if not problems else "; ".join(problems)
         print(f"region {i} at {r, c}: χ²/px {cal.reduced_chi2:.3f}, {cal.seconds:.0f} s, "
               f"{len(cal.outlier_sites)} outlier columns; {status}", flush=True)  # fmt: skip
 
-    print("\n| quantity | " + " | ".join(f"region {r['region']}" for r in rows)
-          + " | mean | spread (std) | median σ | spread / σ |")  # fmt: skip
-    print("|---|" + "---|" * (len(rows) + 4))
-    spread = {}
-    for k in COMPARED:
-        vals = np.array([r["values"][k][0] for r in rows])
-        sig = np.array([r["values"][k][1] for r in rows])
-        std = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
-        spread[k] = dict(mean=float(vals.mean()), std=std, median_sigma=float(np.median(sig)))
-        cells = " | ".join(f"{v:.4g} ± {s:.2g}" for v, s in zip(vals, sig, strict=True))
-        print(f"| {k} | {cells} | {vals.mean():.4g} | {std:.3g} | {np.median(sig):.3g} | "
-              f"{std / np.median(sig):.1f} |")  # fmt: skip
+    # The defocus sign of one ADF image of a thin specimen is ambiguous: (Δf, C12) and the
+    # mirrored (−Δf, −C12) fit within FitOptions.ambiguity_nll. The regions share one probe, so
+    # the consistent comparison takes, in every region, the solution on the side of focus that
+    # most regions' best solutions are on.
+    positive = sum(r["values"]["defocus_angstrom"][0] > 0 for r in rows)
+    sign = 1.0 if 2 * positive >= len(rows) else -1.0
+    for row in rows:
+        alt = row["alternative"]
+        flip = alt is not None and np.sign(row["values"]["defocus_angstrom"][0]) != sign
+        row["consistent"] = alt if flip else row["values"]
+        row["consistent_is_alternative"] = bool(flip)
+    table, spread = spread_table(rows, "values")
+    print("\nBest solution of each region:\n\n" + table)
+    table, spread_consistent = spread_table(rows, "consistent")
+    print(f"\nThe solution with Δf {'>' if sign > 0 else '<'} 0 in every region (the mirrored one "
+          f"in regions {[r['region'] for r in rows if r['consistent_is_alternative']]}):\n\n"
+          + table)  # fmt: skip
 
-    best = int(np.argmin([r["reduced_chi2"] for r in rows]))
+    best = 0  # the middle of the field
     fits[0].plot().savefig(args.figure, dpi=110)
     config = Path(args.config)
     if not config.exists():
@@ -149,6 +183,7 @@ def main():
                   nominal_pixel_size_angstrom=mg.pixel_size_A, specimen=SPECIMEN,
                   microscope=MICROSCOPE, region_px=args.size, field_bragg=field,
                   responses_seconds=t_responses, regions=rows, spread=spread,
+                  spread_consistent=spread_consistent, defocus_sign=sign,
                   config_from_region=best)  # fmt: skip
     Path(args.json).write_text(json.dumps(result, indent=1, default=float))
     print(f"\nwrote {args.json}, {args.figure}, {config}")

@@ -43,3 +43,32 @@ def test_rows_are_labelled_by_the_differing_overrides(tmp_path):
     assert table["val step"].iloc[0] == 50 and table["steps"].iloc[2] == 25
     text = load_script().markdown(table)
     assert "| 0 | loss=ce model.width=8 | 50 | 10.0 | 50 | 0.900 |" in text
+
+
+def test_evaluations_table_reads_each_jobs_thresholds(tmp_path):
+    import json
+
+    fake_job(tmp_path, "0", ["loss=ce"], 0.8)
+    fake_job(tmp_path, "1", ["loss=focal"], 0.9)
+    evals = tmp_path / "evals"
+    evals.mkdir()
+
+    def write(job, threshold, recall, worst):
+        per_class = [{"name": "SV", "recall": 1.0}, {"name": "VW", "recall": worst}]
+        result = dict(n_ground_truth=100, recall=recall, precision=0.95, f1=0.96,
+                      macro_f1=0.9, per_class=per_class)  # fmt: skip
+        out = evals / f"s_{job}_t{threshold}.json"
+        out.write_text(json.dumps({"threshold": threshold, "interior": {"result": result}}))
+
+    write("0", 0.5, 0.99, 0.97)
+    write("0", 0.9, 0.98, 0.93)
+    write("1", 0.9, 0.97, 0.91)
+    module = load_script()
+    table, _ = module.sweep_rows(tmp_path)
+    rows = module.evaluation_rows(table, evals, "s_")
+    assert list(zip(rows["job"], rows["threshold"], strict=True)) == [
+        ("0", 0.5), ("0", 0.9), ("1", 0.9)
+    ]  # fmt: skip
+    assert list(rows["overrides"]) == ["loss=ce", "loss=ce", "loss=focal"]
+    assert list(rows["lowest class recall"]) == ["0.970 (VW)", "0.930 (VW)", "0.910 (VW)"]
+    assert "| 1 | loss=focal | 0.9 | 100 | 0.970 | 0.950 |" in module.markdown(rows)
