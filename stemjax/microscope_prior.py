@@ -198,6 +198,13 @@ class ParamDist:
                 x = jnp.exp(cast(mu) + cast(s) * z)
         return jnp.clip(x, cast(self.low), cast(self.high))
 
+    def expected(self) -> float:
+        """Expected value of a draw (host float): the middle of a uniform range, else the mean
+        (lognormal: the mean of the value itself), before any asymmetric low/high clip."""
+        if self.dist == "uniform":
+            return 0.5 * (float(self.low) + float(self.high))
+        return float(self.mean)
+
     def bounds(self) -> tuple[float, float]:
         """(lowest, highest) value a draw can take (host, concrete floats)."""
         if self.dist == "fixed":
@@ -414,10 +421,10 @@ def planning_microscope(prior: MicroscopePrior) -> Microscope:
 
 
 def mean_microscope(prior: MicroscopePrior) -> Microscope:
-    """The prior's mean microscope (Python floats): each sampled field at its configured mean
-    (Δf → C10 = −Δf, signed C12/C21/C23 means with zero azimuth, Cs = C30). The starting and
-    fixed probe of a calibration (`stemjax.calibrate`)."""
-    mean = lambda name: float(getattr(prior, name).mean)  # noqa: E731
+    """The prior's mean microscope (Python floats): each sampled field at its expected value
+    (`ParamDist.expected`; Δf → C10 = −Δf, signed C12/C21/C23 means with zero azimuth, Cs =
+    C30). The starting and fixed probe of a calibration (`stemjax.calibrate`)."""
+    mean = lambda name: getattr(prior, name).expected()  # noqa: E731
     return Microscope(
         energy=mean("energy_ev"),
         semiangle_cutoff=mean("semiangle_mrad"),

@@ -18,6 +18,7 @@ from stemjax.microscope_prior import (
     conf_dir,
     load_microscope_prior,
     max_angles,
+    mean_microscope,
     planning_microscope,
     required_potential_sampling,
     sample_microscope,
@@ -130,6 +131,21 @@ def test_dose_fixed_current_and_dwell():
     _, dose = sample_microscope(jax.random.key(1), prior)
     assert float(dose) == pytest.approx(30e-12 * 20e-6 / 1.602176634e-19, rel=1e-6)
     assert float(dose) == pytest.approx(3745.0, abs=0.5)
+
+
+def test_expected_values_and_the_mean_microscope():
+    """`ParamDist.expected`: a uniform range's middle, else the mean; `mean_microscope` (the
+    calibration's probe) uses it, so a uniform defocus prior starts at its middle, not at 0."""
+    prior = MicroscopePrior.from_config(
+        {
+            "defocus_angstrom": {"low": 10.0, "high": 30.0, "std": 0.0, "dist": "uniform"},
+            "dwell_time_us": {"low": 8.0, "high": 32.0, "std": 0.0, "dist": "uniform"},
+            "probe_current_pa": {"mean": 20.0, "std": 5.0, "dist": "lognormal"},
+        }
+    )
+    assert prior.dwell_time_us.expected() == pytest.approx(20.0)
+    assert prior.probe_current_pa.expected() == pytest.approx(20.0)
+    assert mean_microscope(prior).aberrations.C10 == pytest.approx(-20.0)  # C10 = −Δf
 
 
 def test_positive_quantities_clipped():

@@ -25,6 +25,7 @@ from stemjax.microscope_prior import (
     ELECTRONS_PER_PA_US,
     MicroscopePrior,
     conf_dir,
+    load_microscope_prior,
 )
 
 TWO_PI = 2.0 * math.pi
@@ -53,14 +54,6 @@ def _narrowed(base_entry, value, sigma_fit, width):
     if sigma_fit >= base_std:
         return dict(base_entry)
     return {"mean": float(value), "std": float(min(width, base_std))}
-
-
-def _expected(entry: dict) -> float:
-    """Expected value of one prior entry of a microscope YAML: the middle of a uniform
-    range, else its mean."""
-    if entry.get("dist") == "uniform":
-        return 0.5 * (float(entry["low"]) + float(entry["high"]))
-    return float(entry["mean"])
 
 
 def microscope_config(
@@ -127,7 +120,7 @@ def microscope_config(
         low=0.0,
     )
     if dwell_time_us is None:
-        dwell = _expected(cfg["dwell_time_us"])
+        dwell = load_microscope_prior(base_path).dwell_time_us.expected()
     else:
         if not (math.isfinite(dwell_time_us) and dwell_time_us > 0):
             raise ValueError(f"dwell_time_us: expected a positive time per pixel (µs), got "
