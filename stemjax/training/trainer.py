@@ -64,7 +64,11 @@ class TrainerConfig:
     initialisation (fine-tuning, e.g. on a microscope prior fitted by `stemjax.calibrate`); the
     architecture and defect classes must match, the optimizer and its schedule start afresh.
     Ignored when the run resumes from its own checkpoint. Give the new run a `seed` other than
-    the source run's, or its steps draw the source's data keys again.
+    the source run's, or its steps draw the source's data keys again. max_minutes: wall-clock
+    budget of this call in minutes, counted from the start of `train` (0 = none): the first
+    step to end past it is validated and checkpointed, then the run stops; the same command
+    resumes it on the same schedule (a GPU lease, a batch job's time limit). Leave room for one
+    validation and one save after the budget.
     """
 
     steps: int = 20000
@@ -91,6 +95,7 @@ class TrainerConfig:
     devices: int = 0
     fixed_batch: bool = False
     init_from: str | None = None
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -398,6 +403,7 @@ def train(
     """
     from omegaconf import DictConfig, OmegaConf
 
+    t_start = time.perf_counter()
     from stemjax.config import to_runtime
     from stemjax.evaluation import decode_defects, evaluate, restrict_to_region
     from stemjax.model import make_loss
@@ -412,6 +418,8 @@ def train(
     (out / "figures").mkdir(exist_ok=True)
     if tc.steps <= 0:
         raise ValueError(f"trainer.steps must be positive, got {tc.steps}")
+    if tc.max_minutes < 0:
+        raise ValueError(f"trainer.max_minutes must be >= 0 (0 = no limit), got {tc.max_minutes}")
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
@@ -524,9 +532,12 @@ def train(
         for step in range(start + 1, last + 1):
             state, metrics = train_step(state, rng_state, jnp.asarray(step, jnp.uint32))
             n_since += 1
-            do_log = _every(step, tc.log_every, tc.steps) or step == last
-            do_eval = _every(step, tc.eval_every, tc.steps)
-            do_ckpt = _every(step, tc.checkpoint_every, tc.steps) or step == last
+            out_of_time = tc.max_minutes > 0 and step < last and (
+                time.perf_counter() - t_start >= 60.0 * tc.max_minutes
+            )
+            do_log = _every(step, tc.log_every, tc.steps) or step == last or out_of_time
+            do_eval = _every(step, tc.eval_every, tc.steps) or out_of_time
+            do_ckpt = _every(step, tc.checkpoint_every, tc.steps) or step == last or out_of_time
             if progress is not None:
                 progress.update(1)
             if not (do_log or do_eval or do_ckpt):
@@ -571,6 +582,13 @@ def train(
             )
             if do_ckpt:
                 ckpt.save(step, state, metrics=val)
+            if out_of_time:
+                log.warning(
+                    "trainer.max_minutes=%g reached: stopped after step %d of %d (checkpoint "
+                    "saved); run the same command again to resume",
+                    tc.max_minutes, step, tc.steps,
+                )  # fmt: skip
+                break
             t0 = time.perf_counter()  # throughput excludes validation and saving
     finally:
         if progress is not None:

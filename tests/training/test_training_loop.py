@@ -152,6 +152,28 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, makers):
     assert [s for s, _ in scalars["val/f1"]] == [6]
 
 
+def test_max_minutes_checkpoints_stops_and_resumes(tmp_path, makers, caplog):
+    """A wall-clock budget already spent at step 1: that step is validated and checkpointed,
+    the run stops with a message, and the same config without the budget resumes to the end."""
+    base = ["trainer.steps=4", "trainer.warmup_steps=1", "trainer.eval_every=0",
+            "trainer.checkpoint_every=0", "trainer.tensorboard=false"]  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="stemjax.training.trainer"):
+        f1 = train(_cfg(*base, "trainer.max_minutes=1e-9"), tmp_path, makers=makers)
+    assert "max_minutes" in caplog.text and "after step 1 of 4" in caplog.text
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.all_steps() == [1]
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [1]
+    assert "val_f1" in rows[0] and 0.0 <= f1 <= 1.0  # validated at the stop
+    train(_cfg(*base), tmp_path, makers=makers)
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 4
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4]
+    with pytest.raises(ValueError, match="max_minutes"):
+        train(_cfg(*base, "trainer.max_minutes=-1"), tmp_path / "bad", makers=makers)
+
+
 def test_fixed_batch_overfits(tmp_path, makers):
     """A few steps on one fixed batch drive its loss well down (the trainer wiring learns)."""
     cfg = _cfg(
