@@ -532,8 +532,10 @@ def train(
         for step in range(start + 1, last + 1):
             state, metrics = train_step(state, rng_state, jnp.asarray(step, jnp.uint32))
             n_since += 1
-            out_of_time = tc.max_minutes > 0 and step < last and (
-                time.perf_counter() - t_start >= 60.0 * tc.max_minutes
+            out_of_time = (
+                tc.max_minutes > 0
+                and step < last
+                and (time.perf_counter() - t_start >= 60.0 * tc.max_minutes)
             )
             do_log = _every(step, tc.log_every, tc.steps) or step == last or out_of_time
             do_eval = _every(step, tc.eval_every, tc.steps) or out_of_time
