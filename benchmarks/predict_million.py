@@ -65,6 +65,11 @@ def main():
                    "(default: its trainer.decode_prior), or 'estimate'")  # fmt: skip
     p.add_argument("--threshold", type=float, default=None,
                    help="p_def threshold (default: the model's)")  # fmt: skip
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="8-fold symmetry test-time augmentation (predict(tta=True))",
+    )
     p.add_argument("--workdir", default=None, help="where the .tif files go (default: temp)")
     args = p.parse_args()
 
@@ -107,7 +112,8 @@ def main():
     timings = {}
     t = time.perf_counter()
     result = predict(model, files, tile_px=args.tile, batch_tiles=args.batch_tiles,
-                     site_prior=args.site_prior, threshold=args.threshold)  # fmt: skip
+                     site_prior=args.site_prior, threshold=args.threshold,
+                     tta=args.tta)  # fmt: skip
     timings["predict (read, resample, U-Net, decode, sites)"] = time.perf_counter() - t
     t = time.perf_counter()
     conc = result.concentrations()
@@ -143,6 +149,7 @@ def main():
         f"from {model.source}; site prior "
         f"{args.site_prior or model.decode_prior or model.train_prior}, "
         f"threshold {args.threshold or model.decode_threshold}"
+        + (", 8-fold test-time augmentation" if args.tta else "")
     )
     print("\n| stage | s |\n|---|---|")
     for k, v in timings.items():

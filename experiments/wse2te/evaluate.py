@@ -52,6 +52,7 @@ from stemjax.evaluation import (
     restrict_to_region,
 )
 from stemjax.predict import EDGE_A, load_model
+from stemjax.predict.inference import tile_logits
 from stemjax.predict.sites import columns_and_classes
 from stemjax.trainingdata.pipeline import build_batch_maker
 
@@ -101,7 +102,7 @@ MAX_DETECTIONS = 1024
 
 def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_SEED,
             overrides=(), floor=None, consistent=False, site_prior=None,
-            verbose=True):  # fmt: skip
+            verbose=True, tta=False):  # fmt: skip
     """Simulate `batches` × `batch_size` images, run the model and decode.
 
     site_prior: the defect rates the decoding assumes (`TrainedModel.logit_offsets`; default:
@@ -110,7 +111,8 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
 
     consistent: as `predict` does by default, find each image's columns and give every
     detection the most probable class of its site's sublattice (`columns_and_classes`);
-    otherwise the network's own classes are scored.
+    otherwise the network's own classes are scored. tta: average the class probabilities over
+    the square's 8 symmetries, as `predict(tta=True)` does (`inference.tile_logits`).
 
     Decoding uses `floor` (default: the model's threshold) as the peak threshold and keeps each
     detection's score p_def, so `score(..., threshold=t)` for any t ≥ floor gives exactly what
@@ -134,7 +136,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
     t0 = time.perf_counter()
     for i in range(batches):
         b = jax.device_get(maker.make_batch(jax.random.fold_in(jax.random.key(seed), i)))
-        logits = model.logits(b.images) + offsets
+        logits = tile_logits(model, b.images, tta) + offsets
         det = jax.device_get(
             decode_defects(
                 logits,
@@ -173,6 +175,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
             "overrides": list(overrides),
             "sublattice_consistent": consistent,
             "site_prior": site_prior,
+            "tta": tta,
             "seconds": time.perf_counter() - t0,
         },
     }
@@ -343,6 +346,8 @@ def main():
     p.add_argument("--site-prior", default=None,
                    help="defect rates the decoding assumes, a prior of the model's config "
                    "(default: --prior, the images' own; 'train': no shift)")  # fmt: skip
+    p.add_argument("--tta", action="store_true",
+                   help="8-fold symmetry test-time augmentation, as predict(tta=True)")  # fmt: skip
     p.add_argument("--json", default=None, help="write the result dict here")
     args = p.parse_args()
 
@@ -353,7 +358,7 @@ def main():
     overrides = [o for k in widened for o in STRESS_OVERRIDES[k]] + args.override
     data = collect(model, args.prior, args.batches, args.batch_size, args.size, args.seed,
                    overrides, floor=threshold, consistent=args.sublattice_consistent,
-                   site_prior=args.site_prior)  # fmt: skip
+                   site_prior=args.site_prior, tta=args.tta)  # fmt: skip
     out, text = report(data, threshold, args.bins)
     out["model_step"] = model.step
     out["microscope_stress"] = stress

@@ -51,10 +51,10 @@ EDGES_PX = (0, 1, 2, 3, 4, 6, 8)
 """Edge bands (model px, 0.2074 Å) for the band-width table."""
 
 
-def collect_fields(model, n, size, seed, site_prior="eval"):
+def collect_fields(model, n, size, seed, site_prior="eval", tta=False):
     """`n` micrographs of `size`² px at the evaluation prior through `predict` (edge band 0,
-    threshold FLOOR, decoding at `site_prior`), in the `evaluate.collect` format (points in
-    model px)."""
+    threshold FLOOR, decoding at `site_prior`, `tta` as predict's), in the `evaluate.collect`
+    format (points in model px)."""
     cfg = load_config([f"data.image_size_px={size}", "data.batch_size=1", "data.prior=eval"])
     maker = build_batch_maker(*to_runtime(cfg))
     px = maker.pixel_size
@@ -64,7 +64,7 @@ def collect_fields(model, n, size, seed, site_prior="eval"):
         b = jax.device_get(maker.make_batch(jax.random.fold_in(jax.random.key(seed), i)))
         d = predict(model, [np.asarray(b.images[0])], pixel_size_A=px, threshold=FLOOR,
                     edge_A=0.0, keep_images=False, progress=False,
-                    site_prior=site_prior).defects  # fmt: skip
+                    site_prior=site_prior, tta=tta).defects  # fmt: skip
         preds.append(
             {"points": d[["y_A", "x_A"]].to_numpy() / px, "classes": d["class_id"].to_numpy(),
              "scores": d["score"].to_numpy()}
@@ -83,14 +83,14 @@ def collect_fields(model, n, size, seed, site_prior="eval"):
     }  # fmt: skip
 
 
-def collect_tails(model, batches, seed, site_prior="eval"):
+def collect_tails(model, batches, seed, site_prior="eval", tta=False):
     """The `tails` set: `batches` batches of 128 px realistic-rate images split evenly over the
     stress tests' priors (one microscope quantity widened per share), merged into one
     `evaluate.collect` record. Each share draws from its own seed (`seed` + 1, + 2, + 3), so
     its images differ from the `eval` set's."""
     parts = [
         collect(model, "eval", max(1, batches // len(STRESS_OVERRIDES)), seed=seed + k + 1,
-                overrides=ov, floor=FLOOR, site_prior=site_prior, verbose=False)
+                overrides=ov, floor=FLOOR, site_prior=site_prior, verbose=False, tta=tta)
         for k, ov in enumerate(STRESS_OVERRIDES.values())
     ]  # fmt: skip
     merged = {key: [x for d in parts for x in d[key]] for key in ("preds", "gts")}
@@ -177,7 +177,13 @@ def main():
     p.add_argument("--test-batches", type=int, default=16, help="test batches of 8 (128 px)")
     p.add_argument("--fields", type=int, default=8, help="1024 px micrographs per set")
     p.add_argument("--json", default=str(HERE / "threshold_study.json"))
+    p.add_argument("--plot", default=str(HERE / "threshold_pr.png"), help="figure path")
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from --json")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="score with 8-fold symmetry test-time augmentation (predict(tta=True))",
+    )
     p.add_argument("--unshifted", action="store_true",
                    help="decode every set with the network's own (training-prior) odds; default: "
                    "each set with the prior shift to its own rates")  # fmt: skip
@@ -186,7 +192,7 @@ def main():
     args = p.parse_args()
     if args.plot_only:
         study = json.loads(Path(args.json).read_text())
-        plot(study, study["rule"]["chosen"], HERE / "threshold_pr.png")
+        plot(study, study["rule"]["chosen"], args.plot)
         return
     model = load_model(args.model)
     study = {}
@@ -195,13 +201,14 @@ def main():
         shift = {k: "train" if args.unshifted else k for k in ("eval", "train")}
         sets = {
             "eval": collect(model, "eval", nb, seed=seed, floor=FLOOR, site_prior=shift["eval"],
-                            verbose=False),
+                            verbose=False, tta=args.tta),
             "train": collect(model, "train", nb, seed=seed, floor=FLOOR,
-                             site_prior=shift["train"], verbose=False),
-            "fields": collect_fields(model, args.fields, 1024, seed, shift["eval"]),
+                             site_prior=shift["train"], verbose=False, tta=args.tta),
+            "fields": collect_fields(model, args.fields, 1024, seed, shift["eval"], args.tta),
         }  # fmt: skip
         if not args.no_tails:
-            sets["tails"] = collect_tails(model, nb, seed, shift["eval"])
+            sets["tails"] = collect_tails(model, nb, seed, shift["eval"], args.tta)
+        study["tta"] = args.tta
         study["site_prior"] = "training odds everywhere" if args.unshifted else "each set's own"
         study[split] = {
             name: {"images": d["settings"]["images"], "size_px": d["settings"]["size_px"],
@@ -218,7 +225,7 @@ def main():
         }
         print(f"{split}: done", flush=True)
     Path(args.json).write_text(json.dumps(study, indent=1, default=float))
-    plot(study, study["rule"]["chosen"], HERE / "threshold_pr.png")
+    plot(study, study["rule"]["chosen"], args.plot)
     for split in ("validation", "test"):
         for name in study["rule"]["sets"]:
             for scoring in ("whole_image", "interior"):
