@@ -148,7 +148,7 @@ def main():
         f"simulated or reloaded in {gen_s:.0f} s (not timed below); model step {model.step} "
         f"from {model.source}; site prior "
         f"{args.site_prior or model.decode_prior or model.train_prior}, "
-        f"threshold {args.threshold or model.decode_threshold}"
+        f"threshold {args.threshold or model.threshold_for(args.tta)}"
         + (", 8-fold test-time augmentation" if args.tta else "")
     )
     print("\n| stage | s |\n|---|---|")

@@ -123,7 +123,7 @@ def collect(model, prior="eval", batches=16, batch_size=8, size=None, seed=TEST_
     the registry, the pixel size and the run's settings.
     """
     size = size or model.image_px
-    floor = model.decode_threshold if floor is None else float(floor)
+    floor = model.threshold_for(tta) if floor is None else float(floor)
     cfg = load_config(
         [f"data.image_size_px={size}", f"data.batch_size={batch_size}", f"data.prior={prior}",
          *overrides]
@@ -352,7 +352,7 @@ def main():
     args = p.parse_args()
 
     model = load_model(args.model)
-    threshold = model.decode_threshold if args.threshold is None else args.threshold
+    threshold = model.threshold_for(args.tta) if args.threshold is None else args.threshold
     stress = args.microscope_stress
     widened = list(STRESS_OVERRIDES) if stress == "all" else [stress] if stress else []
     overrides = [o for k in widened for o in STRESS_OVERRIDES[k]] + args.override

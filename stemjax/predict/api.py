@@ -179,7 +179,8 @@ def predict(
     `Micrograph`s. pixel_size_A: Å/px, required for arrays and files without calibration
     (overrides the file's). frame: frame of a stack. tile_px / margin_px / batch_tiles: tiled
     inference (see `stemjax.predict.inference`). tta: 8-fold symmetry test-time augmentation.
-    threshold: defect probability threshold (default: the run's). site_prior: the defect rates
+    threshold: defect probability threshold (default: the model's, `trainer.decode_threshold`,
+    or with tta `trainer.decode_threshold_tta`). site_prior: the defect rates
     expected in these micrographs, as the name of a prior in the model's config ('eval': the
     realistic rates, 'train': the training rates, i.e. no shift), {class name: per-site
     concentration}, or 'estimate': the rates of a first pass at the training odds

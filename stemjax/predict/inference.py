@@ -112,7 +112,7 @@ def predict_tiles(
     """
     image = np.asarray(image, np.float32)
     align = model.downsample_factor
-    threshold = model.decode_threshold if threshold is None else float(threshold)
+    threshold = model.threshold_for(tta) if threshold is None else float(threshold)
     min_distance_px = model.min_distance_px if min_distance_px is None else int(min_distance_px)
     if max_detections is None:  # every peak the suppression window allows: never truncates
         max_detections = (-(-tile_px // (min_distance_px + 1))) ** 2

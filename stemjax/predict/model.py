@@ -36,15 +36,17 @@ class TrainedModel:
 
     registry: the defect classes (ids, names, sublattices). pixel_size_A: training pixel size
     (Å/px); micrographs are resampled to it. image_px: training image size (px).
-    sublattice_brightness: expected relative ADF brightness of a pristine column per sublattice
-    (Σ Z^1.7; orders the two site clusters). decode_threshold / min_distance_px: the config's
+    sublattice_brightness: expected relative ADF brightness of a pristine column per sublattice (Σ
+    Z^1.7; orders the two site clusters). decode_threshold / min_distance_px: the config's
     `trainer.decode_threshold` / `trainer.min_distance_px` (the run's validation decoding, or a
-    threshold tuned afterwards and written into a shipped model's config.yaml; predict's
-    default). site_priors: the config's named specimen priors as (num_sublattices, num_classes)
-    per-site class tables (`stemjax.specimen.prior_tables`). train_prior: the one the network was
-    trained on (`data.prior`). decode_prior: `trainer.decode_prior`, the prior predict assumes
-    by default (None: the training rates, no shift; 'estimate': a first pass's rates).
-    train_seed: the run's `trainer.seed` (its data keys; `trainer.init_from` warns on reuse).
+    threshold tuned afterwards and written into a shipped model's config.yaml; predict's default).
+    decode_threshold_tta: `trainer.decode_threshold_tta`, predict's default with test-time
+    augmentation (`threshold_for`). site_priors: the config's named specimen priors as
+    (num_sublattices, num_classes) per-site class tables (`stemjax.specimen.prior_tables`).
+    train_prior: the one the network was trained on (`data.prior`). decode_prior:
+    `trainer.decode_prior`, the prior predict assumes by default (None: the training rates, no
+    shift; 'estimate': a first pass's rates). train_seed: the run's `trainer.seed` (its data keys;
+    `trainer.init_from` warns on reuse).
     step: checkpoint step. source: the run directory.
     """
 
@@ -56,6 +58,7 @@ class TrainedModel:
     model_config: object
     sublattice_brightness: dict
     decode_threshold: float
+    decode_threshold_tta: float
     min_distance_px: int
     site_priors: dict
     train_prior: str
@@ -68,6 +71,10 @@ class TrainedModel:
     def downsample_factor(self) -> int:
         """Input sizes must be multiples of this (2^depth)."""
         return 2 ** int(self.model_config.depth)
+
+    def threshold_for(self, tta: bool) -> float:
+        """predict's default p_def threshold with or without test-time augmentation."""
+        return self.decode_threshold_tta if tta else self.decode_threshold
 
     @functools.cached_property
     def _apply(self):
@@ -226,6 +233,11 @@ def load_model(path: str | Path, *, step: int | None = None, which: str = "best"
         model_config=mcfg,
         sublattice_brightness=_sublattice_brightness(specimen),
         decode_threshold=float(obj.trainer.decode_threshold),
+        decode_threshold_tta=float(
+            obj.trainer.decode_threshold
+            if obj.trainer.decode_threshold_tta is None
+            else obj.trainer.decode_threshold_tta
+        ),
         min_distance_px=int(obj.trainer.min_distance_px),
         site_priors=site_priors,
         train_prior=str(obj.data.prior),

@@ -48,6 +48,9 @@ class TrainerConfig:
     seed: data stream and initialisation seed. class_weight_batches: training batches whose
     class-pixel frequencies set the loss weights (0 = unweighted). decode_threshold /
     min_distance_px: validation decoding (see `stemjax.evaluation.decode_defects`).
+    decode_threshold_tta: the threshold `stemjax.predict` uses with `tta=True` (the mean of 8
+    views' probabilities is less peaked than one view's, so its best threshold is lower; tuned
+    afterwards like `decode_threshold`); None: `decode_threshold`. Validation does not use TTA.
     decode_prior: name of the specimen prior whose defect rates `stemjax.predict` assumes by
     default: the logits are shifted from `data.prior`'s rates to its rates
     (`stemjax.evaluation.prior_shift`); 'estimate': to the rates of a first pass over the data
@@ -87,6 +90,7 @@ class TrainerConfig:
     seed: int = 0
     class_weight_batches: int = 4
     decode_threshold: float = 0.5
+    decode_threshold_tta: float | None = None
     min_distance_px: int = 3
     decode_prior: str | None = None
     progress: bool = True

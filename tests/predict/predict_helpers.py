@@ -74,10 +74,14 @@ class FixtureModel:
         self.pixel_size_A = pixel_size_A
         self.downsample_factor = 16
         self.decode_threshold = 0.5
+        self.decode_threshold_tta = 0.5
         self.min_distance_px = min_distance_px
         self.sublattice_brightness = {"metal": 74**1.7, "chalcogen": 2 * 34**1.7}
         self.decode_prior = None
         self.calls = 0
+
+    def threshold_for(self, tta):
+        return self.decode_threshold_tta if tta else self.decode_threshold
 
     def logit_offsets(self, site_prior=None):
         """No prior shift: the classical 'network' has no training prior."""

@@ -41,6 +41,18 @@ def test_load_model_from_a_multirun_job_folder(tmp_path, tiny_run):
     assert load_model(job, which="latest").step == 8
 
 
+def test_tta_threshold_defaults_to_the_plain_one_and_is_read_from_the_config(tmp_path, tiny_run):
+    model = load_model(tiny_run)  # trainer.decode_threshold_tta unset (null)
+    assert model.threshold_for(True) == model.threshold_for(False) == model.decode_threshold
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.trainer.decode_threshold, cfg.trainer.decode_threshold_tta = 0.95, 0.7
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    tuned = load_model(run)
+    assert (tuned.threshold_for(False), tuned.threshold_for(True)) == (0.95, 0.7)
+
+
 def test_load_model_errors_name_the_path(tmp_path, tiny_run):
     with pytest.raises(ModelLoadError, match="no such run directory"):
         load_model(tmp_path / "nowhere")

@@ -134,7 +134,8 @@ def test_sublattices_from_geometry_not_brightness(metal_amp):
 
 def test_edge_band_and_the_models_threshold():
     """Defects and sites within edge_A of the micrograph's edge are dropped from both tables
-    (nothing else changes), and the model's decode_threshold is the default threshold."""
+    (nothing else changes), and the model's decode_threshold (decode_threshold_tta with tta) is
+    the default threshold."""
     image, _ = synthetic_micrograph(256, PX, n_defects=30, seed=4)
     kw = dict(pixel_size_A=PX, tile_px=256, margin_px=32, progress=False)
     model = FixtureModel()
@@ -152,6 +153,10 @@ def test_edge_band_and_the_models_threshold():
     assert full.concentrations()["area_nm2"].iloc[0] == pytest.approx((256 * PX) ** 2 / 100)
     model.decode_threshold = 1.0  # strict >: no peak passes (the fixture's reach p_def = 1)
     assert len(predict(model, image, **kw).defects) == 0
+    # with test-time augmentation the default is decode_threshold_tta
+    assert len(predict(model, image, tta=True, **kw).defects) > 0
+    model.decode_threshold_tta = 1.0
+    assert len(predict(model, image, tta=True, **kw).defects) == 0
 
 
 def test_lattice_orientation_and_class_averages_in_the_lattice_frame():
