@@ -37,8 +37,15 @@ def parse_args(argv=None):
     p.add_argument("--frame", type=int, default=None, help="frame of image stacks")
     p.add_argument("--tile", type=int, default=512, help="tile size (px at the model's pixel size)")
     p.add_argument("--margin", type=int, default=64, help="tile context margin (px)")
-    p.add_argument("--tta", action="store_true", help="8-fold symmetry test-time augmentation")
-    p.add_argument("--threshold", type=float, default=None, help="defect probability threshold")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="8-fold symmetry test-time augmentation (8x the network time; default threshold "
+        "the model's trainer.decode_threshold_tta)",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=None, help="defect probability (default: the model's)"
+    )
     p.add_argument("--site-prior", default=None,
                    help="defect rates expected in the micrographs: a prior of the model's "
                    "config (e.g. eval, train) or per-site concentrations of every class as "
