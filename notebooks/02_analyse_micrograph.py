@@ -245,7 +245,10 @@ show(fig, "02_micrograph")
 # The network was trained with the rare classes oversampled; `site_prior` says which defect
 # rates to expect here. The shipped model's default is `"estimate"` (the rates of a first pass
 # over your data; the network runs twice); `site_prior="eval"` assumes the seed's realistic
-# rates (one pass), and `site_prior="train"` keeps the network's own odds.
+# rates (one pass), and `site_prior="train"` keeps the network's own odds. For micrographs from
+# a poorly tuned microscope (strong defocus, large source, residual aberrations) pass
+# `tta=True`: the 8 symmetries of the square are averaged (8× the network time, with the
+# model's own TTA threshold), which halves the false detections there.
 
 # %%
 t0 = time.perf_counter()
