@@ -1,19 +1,24 @@
 """Tiled U-Net inference on arbitrarily large normalised images, with bounded memory.
 
-Overlap-tile scheme (Ronneberger et al. 2015): the image is cut into tiles of `tile_px` whose
-central cores (tile minus `margin_px` per side) partition the image; each tile sees `margin_px`
-of real context (reflect padding at the image border) around its core. The network and the
-shared decoding (`stemjax.evaluation.decode_defects`) run on whole tiles; a detection is kept by
-the one tile whose core contains it, so no defect is counted twice or lost at a seam, and the
-optional probability map is assembled from the cores. Because the cores already carry a full
-margin of context, per-pixel blending of overlapping predictions is not needed: the core
-outputs equal those of an untiled pass up to the (small) influence of context beyond the margin
-(exactly equal for a model without normalisation layers whose receptive field fits in the
-margin; tested). GroupNorm layers normalise over a whole tile, so a tile's statistics enter:
-use tiles at least as large as the training images (the default 512 px is 2× wse2te's 256).
-Memory: a batch of tiles on the device, never the whole image's logits.
+Overlap-tile scheme (Ronneberger et al. 2015): the image is cut into windows of `tile_px`
+whose cores (`tile_px − 2·margin_px` apart) partition the image; each window gives the network
+at least `margin_px` of real context around its core, and a detection is kept by the one window
+whose core contains it, so no defect is counted twice or lost at a seam, and the optional
+probability map is assembled from the cores. Windows never reach past the image: at its border
+a window is moved inwards, so the network sees the micrograph's true edge, as it saw the edges
+of its training images, and never mirrored lattice (reflect-padding a margin or out to a whole
+number of cores made confident defects at up to ~100 px from the edge score p_def ≈ 0.2–0.9
+with the shipped model). The image is padded (reflect) only to a multiple of the network's
+down-sampling factor, fewer pixels than that factor. An image smaller than `tile_px` is one
+window, the whole (aligned) image: exactly one untiled pass. Because the cores carry a full
+margin of context, per-pixel blending is not needed: the output equals an untiled pass up to
+the (small) influence of context beyond the margin (exactly for a model without normalisation
+layers whose receptive field fits in the margin; tested). GroupNorm layers normalise over a
+whole window, so a window's statistics enter: use windows at least as large as the training
+images (the default 512 px is 2× wse2te's 256). Memory: a batch of windows on the device,
+never the whole image's logits.
 
-Tile origins are multiples of the U-Net's down-sampling factor, so every tile sees the same
+Window origins are multiples of the U-Net's down-sampling factor, so every window sees the same
 pooling grid as an untiled pass. Test-time augmentation (`tta=True`) averages the class
 probabilities over the 8 symmetries of the square (the lattice itself is not 8-fold symmetric;
 this averages the network's own orientation errors).
@@ -70,10 +75,12 @@ def tile_logits(model, tiles, tta: bool = False):
 
 
 def tile_grid(shape, tile_px: int, margin_px: int, align: int):
-    """Core origins (row, col) covering `shape` with cores of tile_px − 2·margin_px.
+    """Windows covering an image of `shape` (H, W) whose size is already a multiple of `align`.
 
-    Returns (origins list, core size, padded shape): cores tile the padded image of size
-    ceil(shape / core)·core; tiles start at origin − margin in the image padded by margin.
+    Returns (windows, window shape): each window is ((row0, col0), (r_lo, r_hi), (c_lo, c_hi)):
+    its top-left pixel and the core it owns, all in image pixels. Cores start every
+    tile_px − 2·margin_px; a window starts `margin_px` before its core and is moved inwards
+    where it would leave the image. An axis shorter than tile_px is one window of its length.
     """
     core = tile_px - 2 * margin_px
     if core <= 0 or core % align or margin_px % align:
@@ -81,9 +88,20 @@ def tile_grid(shape, tile_px: int, margin_px: int, align: int):
             f"tile_px={tile_px} and margin_px={margin_px}: the core (tile − 2·margin) must be "
             f"positive, and core and margin multiples of the model's down-sampling factor {align}"
         )
-    n_rows, n_cols = (max(1, -(-s // core)) for s in shape)
-    origins = [(i * core, j * core) for i in range(n_rows) for j in range(n_cols)]
-    return origins, core, (n_rows * core, n_cols * core)
+    if any(n % align for n in shape):
+        raise ValueError(f"image shape {tuple(shape)} must be a multiple of {align}")
+
+    def axis(n):
+        if n <= tile_px:
+            return [(0, (0, n))], n
+        starts = range(0, n, core)
+        return [
+            (min(max(a - margin_px, 0), n - tile_px), (a, min(a + core, n))) for a in starts
+        ], tile_px
+
+    (rows, th), (cols, tw) = axis(shape[0]), axis(shape[1])
+    windows = [((r0, c0), rr, cc) for r0, rr in rows for c0, cc in cols]
+    return windows, (th, tw)
 
 
 def predict_tiles(
@@ -106,9 +124,9 @@ def predict_tiles(
     logit_offsets: (C,) added to every pixel's logits before decoding (the prior shift,
     `TrainedModel.logit_offsets`); None: none.
 
-    Returns (TileDetections, probability map (H, W) of p_def or None). An image whose size is
-    at most the core (tile_px − 2·margin_px) is one tile: one pass of the network over the image
-    with its reflect-padded margin. progress: optional callable(n_tiles_done) for a progress bar.
+    Returns (TileDetections, probability map (H, W) of p_def or None). An image no larger than
+    tile_px is one window: one pass of the network over the whole image. progress: optional
+    callable(n_tiles_done) for a progress bar.
     """
     image = np.asarray(image, np.float32)
     align = model.downsample_factor
@@ -117,19 +135,16 @@ def predict_tiles(
     if max_detections is None:  # every peak the suppression window allows: never truncates
         max_detections = (-(-tile_px // (min_distance_px + 1))) ** 2
     h, w = image.shape
-    origins, core, padded = tile_grid((h, w), tile_px, margin_px, align)
-    pad = (
-        (margin_px, padded[0] - h + margin_px),
-        (margin_px, padded[1] - w + margin_px),
-    )
-    source = np.pad(image, pad, mode="reflect")  # NumPy reflects repeatedly past the edge
+    aligned = (-(-h // align) * align, -(-w // align) * align)
+    source = np.pad(image, ((0, aligned[0] - h), (0, aligned[1] - w)), mode="reflect")
+    windows, (th, tw) = tile_grid(aligned, tile_px, margin_px, align)
     offsets = None if logit_offsets is None else jnp.asarray(logit_offsets, jnp.float32)
     prob_map = np.zeros((h, w), np.float32) if return_probabilities else None
 
     points, classes, scores, class_probs = [], [], [], []
-    for start in range(0, len(origins), batch_tiles):
-        chunk = origins[start : start + batch_tiles]
-        tiles = np.stack([source[r : r + tile_px, c : c + tile_px] for r, c in chunk])
+    for start in range(0, len(windows), batch_tiles):
+        chunk = windows[start : start + batch_tiles]
+        tiles = np.stack([source[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
         n_real = len(chunk)
         if n_real < batch_tiles:  # fixed batch shape: one compilation
             tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_tiles - n_real, 0)])
@@ -146,24 +161,27 @@ def predict_tiles(
         )
         if return_probabilities:
             p_def = np.asarray(1.0 - jax.nn.softmax(logits, axis=-1)[..., 0])
-        for b, (r, c) in enumerate(chunk):
+        for b, ((r, c), (r_lo, r_hi), (c_lo, c_hi)) in enumerate(chunk):
             valid = det.valid[b]
             if valid.sum() == max_detections:
                 raise RuntimeError(
                     f"tile at ({r}, {c}) px hit max_detections={max_detections}; raise it"
                 )
-            p = det.points[b][valid] - margin_px  # core coordinates
-            keep = np.all((p >= -0.5) & (p < core - 0.5), axis=1)
-            p = p[keep] + np.array([r, c], np.float32)
-            inside = (p[:, 0] < h - 0.5) & (p[:, 1] < w - 0.5)
-            points.append(p[inside])
-            classes.append(det.classes[b][valid][keep][inside])
-            scores.append(det.scores[b][valid][keep][inside])
-            class_probs.append(det.class_probs[b][valid][keep][inside])
+            p = det.points[b][valid] + np.array([r, c], np.float32)  # image coordinates
+            r_hi, c_hi = min(r_hi, h), min(c_hi, w)  # the alignment padding is not owned
+            keep = (
+                (p[:, 0] >= r_lo - 0.5)
+                & (p[:, 0] < r_hi - 0.5)
+                & (p[:, 1] >= c_lo - 0.5)
+                & (p[:, 1] < c_hi - 0.5)
+            )
+            points.append(p[keep])
+            classes.append(det.classes[b][valid][keep])
+            scores.append(det.scores[b][valid][keep])
+            class_probs.append(det.class_probs[b][valid][keep])
             if return_probabilities:
-                rows, cols = min(core, h - r), min(core, w - c)
-                block = p_def[b, margin_px : margin_px + rows, margin_px : margin_px + cols]
-                prob_map[r : r + rows, c : c + cols] = block
+                block = p_def[b, r_lo - r : r_hi - r, c_lo - c : c_hi - c]
+                prob_map[r_lo:r_hi, c_lo:c_hi] = block
         if progress is not None:
             progress(n_real)
     points = np.concatenate(points).astype(np.float32).reshape(-1, 2)

@@ -77,19 +77,20 @@ def test_load_model_errors_name_the_path(tmp_path, tiny_run):
 
 def test_tiled_equals_untiled(local_run):
     """Without normalisation layers the tiny U-Net's receptive field fits in a 32-px margin: one
-    tile and 3×3 tiles of 64-px cores give the untiled network's output exactly."""
+    window and 3×3 windows of 64-px cores give the untiled network's output exactly, up to the
+    image's edges (windows stop at the edge instead of reading mirrored context)."""
     model = load_model(local_run)
     image, _ = synthetic_micrograph(150, PX, n_defects=10, seed=3)
     image = normalise_image(image)
-    # untiled: one pass over the image reflect-padded by the margin (and to a multiple of 4)
-    padded = np.pad(image, ((32, 34), (32, 34)), mode="reflect")
+    # untiled: one pass over the whole image, padded only to a multiple of 4 (150 → 152)
+    padded = np.pad(image, ((0, 2), (0, 2)), mode="reflect")
     logits = model.logits(padded[None])[0]
-    p_ref = 1.0 - np.asarray(jax.nn.softmax(logits, -1))[32:182, 32:182, 0]
+    p_ref = 1.0 - np.asarray(jax.nn.softmax(logits, -1))[:150, :150, 0]
     thr = float(np.quantile(p_ref, 0.995))
     ref = jax.device_get(decode_defects(logits, threshold=thr, min_distance_px=3))
-    ref_pts = ref.points[ref.valid] - 32
+    ref_pts = ref.points[ref.valid]
     inside = np.all((ref_pts > -0.5) & (ref_pts < 149.5), axis=1)
-    for tile in (256, 128):  # one tile; 3×3 tiles
+    for tile in (256, 128):  # one window; 3×3 windows
         det, p = predict_tiles(model, image, tile_px=tile, margin_px=32, threshold=thr,
                                return_probabilities=True)  # fmt: skip
         np.testing.assert_allclose(p, p_ref, atol=2e-5)
@@ -97,6 +98,26 @@ def test_tiled_equals_untiled(local_run):
         o1, o2 = np.lexsort(det.points.T), np.lexsort(ref_pts[inside].T)
         np.testing.assert_allclose(det.points[o1], ref_pts[inside][o2], atol=1e-3)
         np.testing.assert_array_equal(det.classes[o1], ref.classes[ref.valid][inside][o2])
+
+
+def test_tile_grid_cores_partition_the_image_and_windows_stay_inside():
+    from stemjax.predict.inference import tile_grid
+
+    for shape in ((1024, 1024), (1040, 304), (96, 608)):
+        windows, (th, tw) = tile_grid(shape, 512, 64, 16)
+        owned = np.zeros(shape, int)
+        for (r, c), (r_lo, r_hi), (c_lo, c_hi) in windows:
+            assert r % 16 == c % 16 == 0  # the untiled pass's pooling grid
+            assert 0 <= r and r + th <= shape[0] and 0 <= c and c + tw <= shape[1]
+            assert r <= r_lo and r_hi <= r + th and c <= c_lo and c_hi <= c + tw
+            # a full margin of context wherever the window does not end at the image's edge
+            assert (r_lo - r >= 64 or r == 0) and (r + th - r_hi >= 64 or r + th == shape[0])
+            assert (c_lo - c >= 64 or c == 0) and (c + tw - c_hi >= 64 or c + tw == shape[1])
+            owned[r_lo:r_hi, c_lo:c_hi] += 1
+        assert np.all(owned == 1)
+        assert (th, tw) == (min(512, shape[0]), min(512, shape[1]))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        tile_grid((1000, 1024), 512, 64, 16)
 
 
 def test_groupnorm_tiles_agree_closely(model):
