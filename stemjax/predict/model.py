@@ -36,8 +36,8 @@ class TrainedModel:
 
     registry: the defect classes (ids, names, sublattices). pixel_size_A: training pixel size
     (Å/px); micrographs are resampled to it. image_px: training image size (px).
-    sublattice_brightness: expected relative ADF brightness of a pristine column per sublattice (Σ
-    Z^1.7; orders the two site clusters). decode_threshold / min_distance_px: the config's
+    sublattice_brightness: expected relative ADF brightness of a pristine column per sublattice
+    (Σ Z^1.7; orders the two site clusters). decode_threshold / min_distance_px: the config's
     `trainer.decode_threshold` / `trainer.min_distance_px` (the run's validation decoding, or a
     threshold tuned afterwards and written into a shipped model's config.yaml; predict's default).
     decode_threshold_tta: `trainer.decode_threshold_tta`, predict's default with test-time
