@@ -15,7 +15,9 @@ positions are mapped back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from stemjax.io import (
     read_micrograph,
     resample_to_pixel_size,
 )
-from stemjax.predict.inference import predict_tiles
+from stemjax.predict.inference import aligned_shape, decode_map, logit_map
 from stemjax.predict.model import ESTIMATE
 from stemjax.predict.sites import columns_and_classes, complete_sites, lattice_orientation
 
@@ -185,7 +187,9 @@ def predict(
     realistic rates, 'train': the training rates, i.e. no shift), {class name: per-site
     concentration}, or 'estimate': the rates of a first pass at the training odds
     (`Prediction.site_rates`, pooled over all inputs: call once per sample when samples
-    differ in composition; the network runs twice); the network's
+    differ in composition; the network runs once, its logit maps are kept in a temporary
+    folder, `tempfile`'s (C × 4 bytes per pixel at the model's pixel size: 2.4 GB for a
+    million-atom wse2te dataset; set TMPDIR to move it), and decoded twice); the network's
     class odds are moved from its training rates to these (`stemjax.evaluation.prior_shift`).
     Default: the model's `trainer.decode_prior`. A rare class oversampled in training otherwise
     keeps its training odds. max_detections: per tile
@@ -197,27 +201,63 @@ def predict(
     geometrically sits on (`sites.site_sublattices`, `sites.restrict_to_sublattice`); the
     network alone can confuse W with Se2 columns at strong defocus and low dose.
     """
-    from tqdm.auto import tqdm
-
     mics = _as_micrographs(inputs, pixel_size_A, frame, image_ids)
     site_prior = model.decode_prior if site_prior is None else site_prior
-    if site_prior == ESTIMATE:  # two passes over micrographs read once (inputs may be an iterator)
-        again = dict(image_ids=[n for n, _ in mics], tile_px=tile_px, margin_px=margin_px,
-                     batch_tiles=batch_tiles, tta=tta, threshold=threshold,
-                     max_detections=max_detections, edge_A=edge_A,
-                     sublattice_consistent=sublattice_consistent, progress=progress)  # fmt: skip
-        read = [m for _, m in mics]
-        first = predict(model, read, site_prior=model.train_prior, keep_images=False, **again)
+    if edge_A < 0:
+        raise ValueError(f"edge_A must be >= 0 Å, got {edge_A}")
+    run = functools.partial(
+        _predict_all,
+        model,
+        mics,
+        tile_px=tile_px,
+        margin_px=margin_px,
+        batch_tiles=batch_tiles,
+        tta=tta,
+        threshold=model.threshold_for(tta) if threshold is None else float(threshold),
+        max_detections=max_detections,
+        edge_A=edge_A,
+        sublattice_consistent=sublattice_consistent,
+        progress=progress,
+    )
+    if site_prior != ESTIMATE:
+        return run(model.logit_offsets(site_prior), keep_images=keep_images)
+    # the network runs once; its logit maps wait on disk for the second decoding
+    with tempfile.TemporaryDirectory(prefix="stemjax-logits-") as cache:
+        first = run(model.logit_offsets(model.train_prior), keep_images=False, cache=cache)
         rates = first.site_rates()
         log.info("site_prior='estimate': rates from a first pass at the training odds: %s", rates)
-        return predict(model, read, site_prior=rates, keep_images=keep_images, **again)
-    offsets = model.logit_offsets(site_prior)
+        return run(model.logit_offsets(rates), keep_images=keep_images, cache=cache)
+
+
+def _predict_all(
+    model,
+    mics,
+    offsets,
+    *,
+    tile_px,
+    margin_px,
+    batch_tiles,
+    tta,
+    threshold,
+    max_detections,
+    edge_A,
+    keep_images,
+    sublattice_consistent,
+    progress,
+    cache=None,
+) -> Prediction:
+    """`predict` over (image id, Micrograph) pairs with fixed logit offsets. cache: a folder
+    for the logit maps (`inference.logit_map`), one .npy file per micrograph: read where
+    present (the network does not run again), else written."""
+    from tqdm.auto import tqdm
+
     registry = model.registry
     names = np.array(registry.names, dtype=object)
     subs = registry.sublattice_names()
+    tiles = dict(tile_px=tile_px, margin_px=margin_px, batch_tiles=batch_tiles)
     defects, sites, fields, images = [], [], [], {}
     bar = tqdm(total=len(mics), desc="images", disable=not progress, unit="img")
-    for image_id, mic in mics:
+    for i, (image_id, mic) in enumerate(mics):
         where = mic.path or image_id
         ratio = mic.pixel_size_A / model.pixel_size_A
         if not PIXEL_SIZE_RANGE[0] <= ratio <= PIXEL_SIZE_RANGE[1]:
@@ -228,19 +268,27 @@ def predict(
             )
         img = resample_to_pixel_size(mic.image, mic.pixel_size_A, model.pixel_size_A)
         img = normalise_image(img)
-        det, _ = predict_tiles(
+        stored = None if cache is None else Path(cache) / f"{i}.npy"
+        if stored is not None and stored.exists():
+            logits = np.load(stored, mmap_mode="r")
+        else:
+            shape = (*aligned_shape(img.shape, model.downsample_factor), registry.num_classes)
+            out = None
+            if stored is not None:
+                out = np.lib.format.open_memmap(stored, "w+", np.float32, shape)
+            logits = logit_map(model, img, tta=tta, out=out, **tiles)
+            if out is not None:
+                out.flush()
+        det, _ = decode_map(
             model,
-            img,
-            tile_px=tile_px,
-            margin_px=margin_px,
-            batch_tiles=batch_tiles,
-            tta=tta,
+            logits,
+            img.shape,
             threshold=threshold,
             max_detections=max_detections,
             logit_offsets=offsets,
+            **tiles,
         )
-        if edge_A < 0:
-            raise ValueError(f"edge_A must be >= 0 Å, got {edge_A}")
+        del logits
         interior = _interior(img.shape, edge_A / model.pixel_size_A)
         det = det.select(interior(det.points))
         network_classes = det.classes

@@ -1,22 +1,29 @@
-"""Tiled U-Net inference on arbitrarily large normalised images, with bounded memory.
+"""Tiled U-Net inference on arbitrarily large normalised images.
 
 Overlap-tile scheme (Ronneberger et al. 2015): the image is cut into windows of `tile_px`
 whose cores (`tile_px − 2·margin_px` apart) partition the image; each window gives the network
 at least `margin_px` of real context around its core, and a detection is kept by the one window
-whose core contains it, so no defect is counted twice or lost at a seam, and the optional
-probability map is assembled from the cores. Windows never reach past the image: at its border
-a window is moved inwards, so the network sees the micrograph's true edge, as it saw the edges
-of its training images, and never mirrored lattice (reflect-padding a margin or out to a whole
-number of cores made confident defects at up to ~100 px from the edge score p_def ≈ 0.2–0.9
-with the shipped model). The image is padded (reflect) only to a multiple of the network's
-down-sampling factor, fewer pixels than that factor. An image smaller than `tile_px` is one
-window, the whole (aligned) image: exactly one untiled pass. Because the cores carry a full
-margin of context, per-pixel blending is not needed: the output equals an untiled pass up to
-the (small) influence of context beyond the margin (exactly for a model without normalisation
-layers whose receptive field fits in the margin; tested). GroupNorm layers normalise over a
-whole window, so a window's statistics enter: use windows at least as large as the training
-images (the default 512 px is 2× wse2te's 256). Memory: a batch of windows on the device,
-never the whole image's logits.
+whose core contains it, so no defect is counted twice or lost at a seam.
+
+Two steps. `logit_map` runs the network on batches of windows (device memory: one batch) and
+stitches the cores' logits into one map of the image (host memory C × 4 bytes per pixel: 32 MB
+for a 1024² image and 8 classes). `decode_map` decodes that map on the same windows, so peak
+suppression at a seam sees the neighbouring core's logits, as in an untiled pass. Keeping the
+map lets `predict(site_prior='estimate')` decode the network's output twice while running the
+network once.
+
+Windows never reach past the image: at its border a window is moved inwards, so the network
+sees the micrograph's true edge, as it saw the edges of its training images, and never mirrored
+lattice (reflect-padding a margin or out to a whole number of cores made confident defects at up
+to ~100 px from the edge score p_def ≈ 0.2–0.9 with the shipped model). The image is padded
+(reflect) only to a multiple of the network's down-sampling factor, fewer pixels than that
+factor. An image smaller than `tile_px` is one window, the whole (aligned) image: exactly one
+untiled pass. Because the cores carry a full margin of context, per-pixel blending is not
+needed: the output equals an untiled pass up to the (small) influence of context beyond the
+margin (exactly for a model without normalisation layers whose receptive field fits in the
+margin; tested). GroupNorm layers normalise over a whole window, so a window's statistics
+enter: use windows at least as large as the training images (the default 512 px is 2× wse2te's
+256).
 
 Window origins are multiples of the U-Net's down-sampling factor, so every window sees the same
 pooling grid as an untiled pass. Test-time augmentation (`tta=True`) averages the class
@@ -104,7 +111,12 @@ def tile_grid(shape, tile_px: int, margin_px: int, align: int):
     return windows, (th, tw)
 
 
-def predict_tiles(
+def aligned_shape(shape, align: int) -> tuple[int, int]:
+    """(H, W) rounded up to a multiple of `align` (the network's down-sampling factor)."""
+    return tuple(-(-int(n) // align) * align for n in shape)
+
+
+def logit_map(
     model,
     image: np.ndarray,
     *,
@@ -112,55 +124,84 @@ def predict_tiles(
     margin_px: int = 64,
     batch_tiles: int = 4,
     tta: bool = False,
-    threshold: float | None = None,
+    out: np.ndarray | None = None,
+    progress=None,
+) -> np.ndarray:
+    """The network's logits (Ha, Wa, C) float32 for one normalised image (H, W) at the model's
+    pixel size, each pixel from the window whose core holds it. (Ha, Wa) = `aligned_shape`;
+    rows / columns beyond (H, W) are the reflect padding's. out: an array of that shape to fill
+    (e.g. a memory-mapped file), else a new one. progress: optional callable(n_windows_done).
+    """
+    image = np.asarray(image, np.float32)
+    align = model.downsample_factor
+    h, w = image.shape
+    aligned = aligned_shape(image.shape, align)
+    source = np.pad(image, ((0, aligned[0] - h), (0, aligned[1] - w)), mode="reflect")
+    windows, (th, tw) = tile_grid(aligned, tile_px, margin_px, align)
+    if out is None:
+        out = np.empty((*aligned, model.registry.num_classes), np.float32)
+    for start in range(0, len(windows), batch_tiles):
+        chunk = windows[start : start + batch_tiles]
+        tiles = np.stack([source[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
+        if len(chunk) < batch_tiles:  # fixed batch shape: one compilation
+            tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_tiles - len(chunk), 0)])
+        logits = np.asarray(jax.device_get(tile_logits(model, jnp.asarray(tiles), tta)))
+        for b, ((r, c), (r_lo, r_hi), (c_lo, c_hi)) in enumerate(chunk):
+            out[r_lo:r_hi, c_lo:c_hi] = logits[b, r_lo - r : r_hi - r, c_lo - c : c_hi - c]
+        if progress is not None:
+            progress(len(chunk))
+    return out
+
+
+def decode_map(
+    model,
+    logits: np.ndarray,
+    image_shape,
+    *,
+    threshold: float,
+    tile_px: int = 512,
+    margin_px: int = 64,
+    batch_tiles: int = 4,
     min_distance_px: int | None = None,
     max_detections: int | None = None,
     logit_offsets=None,
     return_probabilities: bool = False,
-    progress=None,
 ):
-    """Detect defects in one normalised image (H, W) at the model's pixel size.
-
-    logit_offsets: (C,) added to every pixel's logits before decoding (the prior shift,
-    `TrainedModel.logit_offsets`); None: none.
-
-    Returns (TileDetections, probability map (H, W) of p_def or None). An image no larger than
-    tile_px is one window: one pass of the network over the whole image. progress: optional
-    callable(n_tiles_done) for a progress bar.
+    """Defects of one image from its stitched logits (`logit_map`), decoded window by window
+    (`stemjax.evaluation.decode_defects`) on the same windows; a peak belongs to the window
+    whose core holds it, and peak suppression near a core's edge sees the neighbouring cores'
+    logits, as in an untiled pass. image_shape: the image's (H, W); peaks in the alignment
+    padding are dropped. logit_offsets: (C,) added to every pixel's logits (the prior shift,
+    `TrainedModel.logit_offsets`); None: none. Returns (TileDetections, p_def map (H, W) or None).
     """
-    image = np.asarray(image, np.float32)
     align = model.downsample_factor
-    threshold = model.threshold_for(tta) if threshold is None else float(threshold)
+    h, w = image_shape
     min_distance_px = model.min_distance_px if min_distance_px is None else int(min_distance_px)
     if max_detections is None:  # every peak the suppression window allows: never truncates
         max_detections = (-(-tile_px // (min_distance_px + 1))) ** 2
-    h, w = image.shape
-    aligned = (-(-h // align) * align, -(-w // align) * align)
-    source = np.pad(image, ((0, aligned[0] - h), (0, aligned[1] - w)), mode="reflect")
-    windows, (th, tw) = tile_grid(aligned, tile_px, margin_px, align)
+    windows, (th, tw) = tile_grid(logits.shape[:2], tile_px, margin_px, align)
     offsets = None if logit_offsets is None else jnp.asarray(logit_offsets, jnp.float32)
     prob_map = np.zeros((h, w), np.float32) if return_probabilities else None
 
     points, classes, scores, class_probs = [], [], [], []
     for start in range(0, len(windows), batch_tiles):
         chunk = windows[start : start + batch_tiles]
-        tiles = np.stack([source[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
-        n_real = len(chunk)
-        if n_real < batch_tiles:  # fixed batch shape: one compilation
-            tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_tiles - n_real, 0)])
-        logits = tile_logits(model, jnp.asarray(tiles), tta)
+        block = np.stack([logits[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
+        if len(chunk) < batch_tiles:  # fixed batch shape: one compilation
+            block = np.concatenate([block, np.repeat(block[-1:], batch_tiles - len(chunk), 0)])
+        block = jnp.asarray(block)
         if offsets is not None:
-            logits = logits + offsets
+            block = block + offsets
         det = jax.device_get(
             decode_defects(
-                logits,
+                block,
                 threshold=threshold,
                 min_distance_px=min_distance_px,
                 max_detections=max_detections,
             )
         )
         if return_probabilities:
-            p_def = np.asarray(1.0 - jax.nn.softmax(logits, axis=-1)[..., 0])
+            p_def = np.asarray(1.0 - jax.nn.softmax(block, axis=-1)[..., 0])
         for b, ((r, c), (r_lo, r_hi), (c_lo, c_hi)) in enumerate(chunk):
             valid = det.valid[b]
             if valid.sum() == max_detections:
@@ -180,10 +221,7 @@ def predict_tiles(
             scores.append(det.scores[b][valid][keep])
             class_probs.append(det.class_probs[b][valid][keep])
             if return_probabilities:
-                block = p_def[b, r_lo - r : r_hi - r, c_lo - c : c_hi - c]
-                prob_map[r_lo:r_hi, c_lo:c_hi] = block
-        if progress is not None:
-            progress(n_real)
+                prob_map[r_lo:r_hi, c_lo:c_hi] = p_def[b, r_lo - r : r_hi - r, c_lo - c : c_hi - c]
     points = np.concatenate(points).astype(np.float32).reshape(-1, 2)
     out = TileDetections(
         points=points,
@@ -192,3 +230,45 @@ def predict_tiles(
         class_probs=np.concatenate(class_probs).astype(np.float32),  # (N, K) even for N = 0
     )
     return out, prob_map
+
+
+def predict_tiles(
+    model,
+    image: np.ndarray,
+    *,
+    tile_px: int = 512,
+    margin_px: int = 64,
+    batch_tiles: int = 4,
+    tta: bool = False,
+    threshold: float | None = None,
+    min_distance_px: int | None = None,
+    max_detections: int | None = None,
+    logit_offsets=None,
+    return_probabilities: bool = False,
+    progress=None,
+):
+    """Detect defects in one normalised image (H, W) at the model's pixel size: `logit_map`
+    then `decode_map`.
+
+    threshold: p_def threshold (default: `model.threshold_for(tta)`). logit_offsets: (C,) added
+    to every pixel's logits before decoding (the prior shift, `TrainedModel.logit_offsets`);
+    None: none.
+
+    Returns (TileDetections, probability map (H, W) of p_def or None). An image no larger than
+    tile_px is one window: one pass of the network over the whole image. progress: optional
+    callable(n_tiles_done) for a progress bar.
+    """
+    threshold = model.threshold_for(tta) if threshold is None else float(threshold)
+    tiles = dict(tile_px=tile_px, margin_px=margin_px, batch_tiles=batch_tiles)
+    logits = logit_map(model, image, tta=tta, progress=progress, **tiles)
+    return decode_map(
+        model,
+        logits,
+        np.shape(image),
+        threshold=threshold,
+        min_distance_px=min_distance_px,
+        max_detections=max_detections,
+        logit_offsets=logit_offsets,
+        return_probabilities=return_probabilities,
+        **tiles,
+    )

@@ -1,6 +1,8 @@
 """predict(): tables, coordinates, tiling, resampling, file round trips and bad input, with a
 fixture model (classical detection behind the model interface; see predict_helpers)."""
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -243,9 +245,10 @@ class ShiftableModel(FixtureModel):
         return out
 
 
-def test_site_prior_estimate_is_a_second_pass_at_the_first_pass_rates(micrograph):
+def test_site_prior_estimate_is_a_second_pass_at_the_first_pass_rates(micrograph, tmp_path):
     """'estimate' = predict at the training odds, take `site_rates` ((count + ½) / (sites + 1)
-    per class) and predict again with them; 'eval' lowers the 2Te scores by its offset."""
+    per class) and predict again with them, from the same network output; 'eval' lowers the 2Te
+    scores by its offset."""
     image, _ = micrograph
     model = ShiftableModel()
     kw = dict(pixel_size_A=PX, tile_px=256, margin_px=32, progress=False)
@@ -255,8 +258,21 @@ def test_site_prior_estimate_is_a_second_pass_at_the_first_pass_rates(micrograph
     for name, rate in rates.items():
         want = (table.loc[name, "count"] + 0.5) / (table.loc[name, "n_sites"] + 1)
         assert rate == pytest.approx(want) and rate > 0
-    est = predict(model, image, site_prior="estimate", **kw)
+    calls = []
+    logits = model.logits
+    model.logits = lambda tiles: calls.append(len(tiles)) or logits(tiles)
     again = predict(model, image, site_prior=rates, **kw)
+    one_pass = len(calls)
+    est = predict(model, image, site_prior="estimate", **kw)
+    assert len(calls) == 2 * one_pass  # the network runs once; its logits are decoded twice
+    # the logit maps lived in a temporary folder, removed afterwards
+    tempfile.tempdir = str(tmp_path)
+    try:
+        pd.testing.assert_frame_equal(predict(model, image, site_prior="estimate", **kw).defects,
+                                      est.defects)  # fmt: skip
+    finally:
+        tempfile.tempdir = None
+    assert list(tmp_path.iterdir()) == []
     cols = ["x_px", "y_px", "class_name", "score"]
     pd.testing.assert_frame_equal(est.defects[cols], again.defects[cols])
     model.decode_prior = "estimate"  # the model's default, as the shipped wse2te config sets
