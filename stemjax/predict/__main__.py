@@ -49,8 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--site-prior", default=None,
                    help="defect rates expected in the micrographs: a prior of the model's "
                    "config (e.g. eval, train) or per-site concentrations of every class as "
-                   "NAME=RATE,NAME=RATE,…, or 'estimate' (from a first pass; the network runs "
-                   "twice) (default: the model's trainer.decode_prior)")  # fmt: skip
+                   "NAME=RATE,NAME=RATE,…, or 'estimate' (from a first decoding at the training "
+                   "odds; the logits are kept on disk under TMPDIR, ~2.4 GB per million atoms, "
+                   "and decoded twice) (default: the model's trainer.decode_prior)")  # fmt: skip
     p.add_argument("--edge", type=float, default=None,
                    help="drop defects and sites within this many Å of an edge (default: "
                    "stemjax.predict.EDGE_A, 0.6)")  # fmt: skip

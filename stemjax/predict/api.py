@@ -187,9 +187,9 @@ def predict(
     realistic rates, 'train': the training rates, i.e. no shift), {class name: per-site
     concentration}, or 'estimate': the rates of a first pass at the training odds
     (`Prediction.site_rates`, pooled over all inputs: call once per sample when samples
-    differ in composition; the network runs once, its logit maps are kept in a temporary
-    folder, `tempfile`'s (C × 4 bytes per pixel at the model's pixel size: 2.4 GB for a
-    million-atom wse2te dataset; set TMPDIR to move it), and decoded twice); the network's
+    differ in composition; the network runs once and its logit maps are decoded twice, kept
+    meanwhile in a temporary folder: C × 4 bytes per pixel at the model's pixel size, 2.4 GB
+    for a million-atom wse2te dataset; set TMPDIR to move it); the network's
     class odds are moved from its training rates to these (`stemjax.evaluation.prior_shift`).
     Default: the model's `trainer.decode_prior`. A rare class oversampled in training otherwise
     keeps its training odds. max_detections: per tile
@@ -205,28 +205,30 @@ def predict(
     site_prior = model.decode_prior if site_prior is None else site_prior
     if edge_A < 0:
         raise ValueError(f"edge_A must be >= 0 Å, got {edge_A}")
-    run = functools.partial(
-        _predict_all,
-        model,
-        mics,
-        tile_px=tile_px,
-        margin_px=margin_px,
-        batch_tiles=batch_tiles,
-        tta=tta,
-        threshold=model.threshold_for(tta) if threshold is None else float(threshold),
-        max_detections=max_detections,
-        edge_A=edge_A,
-        sublattice_consistent=sublattice_consistent,
-        progress=progress,
-    )
-    if site_prior != ESTIMATE:
-        return run(model.logit_offsets(site_prior), keep_images=keep_images)
-    # the network runs once; its logit maps wait on disk for the second decoding
+    # logit maps live in memory-mapped files, so memory stays bounded by the tile batch
     with tempfile.TemporaryDirectory(prefix="stemjax-logits-") as cache:
-        first = run(model.logit_offsets(model.train_prior), keep_images=False, cache=cache)
+        run = functools.partial(
+            _predict_all,
+            model,
+            mics,
+            cache=cache,
+            tile_px=tile_px,
+            margin_px=margin_px,
+            batch_tiles=batch_tiles,
+            tta=tta,
+            threshold=model.threshold_for(tta) if threshold is None else float(threshold),
+            max_detections=max_detections,
+            edge_A=edge_A,
+            sublattice_consistent=sublattice_consistent,
+            progress=progress,
+        )
+        if site_prior != ESTIMATE:
+            return run(model.logit_offsets(site_prior), keep_images=keep_images)
+        # the network runs once; its logit maps wait on disk for the second decoding
+        first = run(model.logit_offsets(model.train_prior), keep_images=False, keep_logits=True)
         rates = first.site_rates()
         log.info("site_prior='estimate': rates from a first pass at the training odds: %s", rates)
-        return run(model.logit_offsets(rates), keep_images=keep_images, cache=cache)
+        return run(model.logit_offsets(rates), keep_images=keep_images)
 
 
 def _predict_all(
@@ -244,11 +246,13 @@ def _predict_all(
     keep_images,
     sublattice_consistent,
     progress,
-    cache=None,
+    cache,
+    keep_logits=False,
 ) -> Prediction:
     """`predict` over (image id, Micrograph) pairs with fixed logit offsets. cache: a folder
-    for the logit maps (`inference.logit_map`), one .npy file per micrograph: read where
-    present (the network does not run again), else written."""
+    for the logit maps (`inference.logit_map`), one memory-mapped .npy file per micrograph,
+    read where present (the network does not run again), else written; removed after its
+    decoding unless keep_logits."""
     from tqdm.auto import tqdm
 
     registry = model.registry
@@ -268,17 +272,14 @@ def _predict_all(
             )
         img = resample_to_pixel_size(mic.image, mic.pixel_size_A, model.pixel_size_A)
         img = normalise_image(img)
-        stored = None if cache is None else Path(cache) / f"{i}.npy"
-        if stored is not None and stored.exists():
+        stored = Path(cache) / f"{i}.npy"
+        if stored.exists():
             logits = np.load(stored, mmap_mode="r")
         else:
             shape = (*aligned_shape(img.shape, model.downsample_factor), registry.num_classes)
-            out = None
-            if stored is not None:
-                out = np.lib.format.open_memmap(stored, "w+", np.float32, shape)
-            logits = logit_map(model, img, tta=tta, out=out, **tiles)
-            if out is not None:
-                out.flush()
+            logits = np.lib.format.open_memmap(stored, "w+", np.float32, shape)
+            logit_map(model, img, tta=tta, out=logits, **tiles)
+            logits.flush()
         det, _ = decode_map(
             model,
             logits,
@@ -289,6 +290,8 @@ def _predict_all(
             **tiles,
         )
         del logits
+        if not keep_logits:
+            stored.unlink()
         interior = _interior(img.shape, edge_A / model.pixel_size_A)
         det = det.select(interior(det.points))
         network_classes = det.classes

@@ -265,11 +265,13 @@ def test_site_prior_estimate_is_a_second_pass_at_the_first_pass_rates(micrograph
     one_pass = len(calls)
     est = predict(model, image, site_prior="estimate", **kw)
     assert len(calls) == 2 * one_pass  # the network runs once; its logits are decoded twice
-    # the logit maps lived in a temporary folder, removed afterwards
+    # the logit maps lived in memory-mapped files in a temporary folder, removed afterwards
     tempfile.tempdir = str(tmp_path)
     try:
         pd.testing.assert_frame_equal(predict(model, image, site_prior="estimate", **kw).defects,
                                       est.defects)  # fmt: skip
+        pd.testing.assert_frame_equal(predict(model, image, site_prior=rates, **kw).defects,
+                                      again.defects)  # fmt: skip
     finally:
         tempfile.tempdir = None
     assert list(tmp_path.iterdir()) == []
