@@ -151,7 +151,7 @@ def main(argv=None) -> int:
             sublattice_consistent=not args.raw_classes,
             **({} if args.edge is None else {"edge_A": args.edge}),
         )
-    except (MicrographError, ModelLoadError, ValueError) as err:
+    except (MicrographError, ModelLoadError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

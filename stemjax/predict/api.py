@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -231,6 +232,23 @@ def predict(
         return run(model.logit_offsets(rates), keep_images=keep_images)
 
 
+def _logit_file(path: Path, shape) -> np.memmap:
+    """A float32 .npy memory map of `shape` at `path`, its disk space reserved up front, so a
+    full disk fails here with a clear error instead of killing the process (SIGBUS) later."""
+    out = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    if hasattr(os, "posix_fallocate"):  # Linux; elsewhere the file stays sparse
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError as err:
+                raise OSError(
+                    f"predict: no room for a {size / 1e6:.0f} MB logit map in {path.parent} "
+                    f"({err.strerror}); set TMPDIR to a folder with more free space"
+                ) from err
+    return out
+
+
 def _predict_all(
     model,
     mics,
@@ -277,7 +295,7 @@ def _predict_all(
             logits = np.load(stored, mmap_mode="r")
         else:
             shape = (*aligned_shape(img.shape, model.downsample_factor), registry.num_classes)
-            logits = np.lib.format.open_memmap(stored, "w+", np.float32, shape)
+            logits = _logit_file(stored, shape)
             logit_map(model, img, tta=tta, out=logits, **tiles)
             logits.flush()
         det, _ = decode_map(

@@ -305,3 +305,17 @@ def test_site_rates_refuse_more_defects_than_sites(micrograph):
     result.defects = pd.concat([result.defects, extra], ignore_index=True)
     with pytest.raises(ValueError, match="more defects than sites"):
         result.site_rates()
+
+
+def test_a_full_temporary_disk_is_a_clear_error(micrograph, monkeypatch):
+    """The logit map's disk space is reserved before it is written: no room is an OSError that
+    names the folder and TMPDIR, not a crash while the map is filled."""
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match=r"no room for a .* MB logit map in .*TMPDIR"):
+        predict(FixtureModel(), micrograph[0], pixel_size_A=PX, progress=False)
