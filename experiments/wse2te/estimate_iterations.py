@@ -7,7 +7,8 @@ fixed point of the counts. This script runs the steps on micrographs written by
 `benchmarks/predict_million.py` (its `synthetic_<i>.tif` and their truth `synthetic_<i>.npz`)
 and scores each step by the DESIGN.md protocol (one-to-one within 0.8 Å, class-correct):
 
-    python benchmarks/predict_million.py --prior train --images 16 --size 1024 --workdir /tmp/enriched
+    python benchmarks/predict_million.py --prior train --images 16 --size 1024 \
+        --workdir /tmp/enriched
     python experiments/wse2te/estimate_iterations.py --workdir /tmp/enriched --steps 3 \
         --json experiments/wse2te/sweep_eval/estimate_iterations_enriched.json
 
