@@ -11,7 +11,8 @@ from stemjax.predict import EDGE_A, load_model, predict
 HERE = Path(__file__).resolve().parents[2] / "experiments" / "wse2te"
 # measured with the shipped CPU-trained model 9750 (checkpoint step 3000 of its fine-tune), with
 # predict's 0.6 Å edge band (the truth restricted to the same region) and shipped decoding
-# (0.95, site_prior estimate): recall 73/73, precision 73/73 (with tta=True too). Before predict's
+# (0.97, site_prior estimate; 0.95 before 2026-12-06): recall 73/73, precision 73/73 (with
+# tta=True too, at 0.9). Before predict's
 # windows stopped at the image edge (they reflect-padded this 256 px image out to one 512 px
 # tile, so the network saw mirrored lattice beyond the edge) it was 69/73 and 69/70: two SeTe
 # beside W-site defects scored p_def 0.93 and 0.945, one SeTe near the edge was lost and one SV
