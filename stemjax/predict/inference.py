@@ -117,6 +117,19 @@ def aligned_shape(shape, align: int) -> tuple[int, int]:
     return tuple(-(-int(n) // align) * align for n in shape)
 
 
+def _window_batches(array, windows, window_shape, batch_tiles: int):
+    """(windows, stacked crops (batch_tiles, th, tw, ...)) of `array` for each run of
+    `batch_tiles` windows; the last batch repeats its last crop, so every batch has one shape
+    (one compilation)."""
+    th, tw = window_shape
+    for start in range(0, len(windows), batch_tiles):
+        chunk = windows[start : start + batch_tiles]
+        crops = np.stack([array[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
+        if len(chunk) < batch_tiles:
+            crops = np.concatenate([crops, np.repeat(crops[-1:], batch_tiles - len(chunk), 0)])
+        yield chunk, crops
+
+
 def logit_map(
     model,
     image: np.ndarray,
@@ -141,11 +154,7 @@ def logit_map(
     windows, (th, tw) = tile_grid(aligned, tile_px, margin_px, align)
     if out is None:
         out = np.empty((*aligned, model.registry.num_classes), np.float32)
-    for start in range(0, len(windows), batch_tiles):
-        chunk = windows[start : start + batch_tiles]
-        tiles = np.stack([source[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
-        if len(chunk) < batch_tiles:  # fixed batch shape: one compilation
-            tiles = np.concatenate([tiles, np.repeat(tiles[-1:], batch_tiles - len(chunk), 0)])
+    for chunk, tiles in _window_batches(source, windows, (th, tw), batch_tiles):
         logits = np.asarray(jax.device_get(tile_logits(model, jnp.asarray(tiles), tta)))
         for b, ((r, c), (r_lo, r_hi), (c_lo, c_hi)) in enumerate(chunk):
             out[r_lo:r_hi, c_lo:c_hi] = logits[b, r_lo - r : r_hi - r, c_lo - c : c_hi - c]
@@ -185,11 +194,7 @@ def decode_map(
     prob_map = np.zeros((h, w), np.float32) if return_probabilities else None
 
     points, classes, scores, class_probs = [], [], [], []
-    for start in range(0, len(windows), batch_tiles):
-        chunk = windows[start : start + batch_tiles]
-        block = np.stack([logits[r : r + th, c : c + tw] for (r, c), _, _ in chunk])
-        if len(chunk) < batch_tiles:  # fixed batch shape: one compilation
-            block = np.concatenate([block, np.repeat(block[-1:], batch_tiles - len(chunk), 0)])
+    for chunk, block in _window_batches(logits, windows, (th, tw), batch_tiles):
         block = jnp.asarray(block)
         if offsets is not None:
             block = block + offsets
