@@ -6,7 +6,7 @@ at least `margin_px` of real context around its core, and a detection is kept by
 whose core contains it, so no defect is counted twice or lost at a seam.
 
 Two steps. `logit_map` runs the network on batches of windows (device memory: one batch) and
-stitches the cores' logits into one map of the image (C × 4 bytes per pixel: 32 MB for a 1024²
+stitches the cores' logits into one map of the image (C × 4 bytes per pixel: 33.5 MB for a 1024²
 image and 8 classes; `predict` writes it to a memory-mapped file, so its memory stays bounded by
 the tile batch, not the image). `decode_map` decodes that map on the same windows, so peak
 suppression at a seam sees the neighbouring core's logits, as in an untiled pass. Keeping the
