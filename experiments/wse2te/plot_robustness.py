@@ -25,7 +25,12 @@ PANELS = {
     "c23": "three-fold astigmatism |C23| (Å)",
     "phase_rms": "probe phase rms (rad), piston and tilt removed",
 }
-STRESSED = {"defocus": "defocus", "source_size": "source_size", "c23": "aberrations"}
+STRESSED = {
+    "dose": "dose",
+    "defocus": "defocus",
+    "source_size": "source_size",
+    "c23": "aberrations",
+}
 """Panel → the `--microscope-stress` that widens it (the phase panel shows every result)."""
 
 
@@ -69,9 +74,10 @@ def plot(results: dict, path, scoring: str = "interior"):
             handles.setdefault(lab, h)
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7,
                frameon=False)  # fmt: skip
+    thresholds = sorted({str(r.get("threshold")) for r in results.values()})
     fig.suptitle(
         "shipped wse2te model: recall and precision vs the per-image draw (quantile bins; "
-        "interior scoring, edge 0.6 Å)"
+        f"interior scoring, edge 0.6 Å; threshold {' / '.join(thresholds)})"
     )
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=120)
