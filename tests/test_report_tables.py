@@ -43,3 +43,21 @@ def test_binned_table_compares_only_the_same_bins():
     assert table.splitlines()[-1] == "| all | 14 | 1.000 | 0.800 | 0.800 | 0.500 | 0.800 |"
     with pytest.raises(ValueError, match="old: its defocus bins differ"):
         report_tables.binned_table(here, "defocus", {"old": _record([(-50, 0), (0, 60)])})
+
+
+def test_binned_counts_each_class_per_bin():
+    import numpy as np
+    from evaluate import binned
+
+    counts = {  # three images, two classes
+        "gt": np.array([3, 2, 4]), "tp": np.array([2, 2, 4]), "pred": np.array([2, 3, 4]),
+        "class_gt": np.array([[2, 1], [1, 1], [0, 4]]),
+        "class_tp": np.array([[1, 1], [1, 1], [0, 4]]),
+    }  # fmt: skip
+    rows = binned(np.array([10.0, 20.0, 30.0]), counts, n_bins=2, class_names=("A", "B"))
+    assert [r["class_recall"] for r in rows] == [{"A": [1, 2], "B": [1, 1]},
+                                                 {"A": [1, 1], "B": [5, 5]}]  # fmt: skip
+    assert [r["recall"] for r in rows] == [2 / 3, 1.0]
+    record = {"interior": {"vs_dose": rows}}
+    table = report_tables.class_binned_table(record, "dose")
+    assert "| 10 – 20 | 1/2 (0.500) | 1/1 |" in table

@@ -220,11 +220,14 @@ def score(data, threshold, edge_A: float | None = None):
         ]
         preds, gts = [p for p, _ in pairs], [g for _, g in pairs]
     result = evaluate(preds, gts, reg.num_classes, list(reg.names), px)
-    counts = {"gt": [], "tp": [], "pred": []}
+    counts = {"gt": [], "tp": [], "pred": [], "class_gt": [], "class_tp": []}
     for p, g in zip(preds, gts, strict=True):
         r = evaluate([p], [g], reg.num_classes, None, px)
-        tp = int(np.trace(np.asarray(r.confusion)[1:, 1:]))
-        for k, v in (("gt", r.n_ground_truth), ("tp", tp), ("pred", r.n_predicted)):
+        conf = np.asarray(r.confusion)[1:]  # rows: true defect classes; column 0: missed
+        class_tp = np.diagonal(conf[:, 1:])
+        for k, v in (("gt", r.n_ground_truth), ("tp", int(class_tp.sum())),
+                     ("pred", r.n_predicted), ("class_gt", conf.sum(axis=1)),
+                     ("class_tp", class_tp)):  # fmt: skip
             counts[k].append(v)
     return result, {k: np.asarray(v) for k, v in counts.items()}
 
@@ -259,9 +262,10 @@ def recall_beside_defects(data, threshold, edge_A: float = EDGE_A, beside_A: flo
     return out
 
 
-def binned(values, counts, n_bins: int = 4):
+def binned(values, counts, n_bins: int = 4, class_names=None):
     """Class-correct recall and precision pooled over images in `n_bins` quantile bins of
-    `values` (one per image); rows of plain dicts."""
+    `values` (one per image); rows of plain dicts. With the defect `class_names` (in class-id
+    order, no background), each row also holds `class_recall`: {name: [found, true]}."""
     values = np.asarray(values)
     edges = np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1))
     which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
@@ -274,6 +278,11 @@ def binned(values, counts, n_bins: int = 4):
              "gt": gt, "tp": tp, "pred": pred,
              "recall": tp / gt if gt else None, "precision": tp / pred if pred else None}
         )  # fmt: skip
+        if class_names is not None:
+            found, true = counts["class_tp"][sel].sum(axis=0), counts["class_gt"][sel].sum(axis=0)
+            rows[-1]["class_recall"] = {
+                n: [int(f), int(t)] for n, f, t in zip(class_names, found, true, strict=True)
+            }
     return rows
 
 
@@ -311,7 +320,8 @@ def report(data, threshold, n_bins: int = 4, edge_A: float = EDGE_A):
     scorings = (("whole_image", None), ("whole_image_partial_neutral", 0.0), ("interior", edge_A))
     for name, edge in scorings:
         result, counts = score(data, threshold, edge)
-        tables = {q: binned(data[q], counts, n_bins) for q in BINNED}
+        tables = {q: binned(data[q], counts, n_bins, data["registry"].defect_names)
+                  for q in BINNED}  # fmt: skip
         out[name] = {"result": result.to_dict(), **{f"vs_{q}": r for q, r in tables.items()}}
         title = {"whole_image": "whole image",
                  "whole_image_partial_neutral": "whole image, partly visible defects neutral",

@@ -7,7 +7,8 @@ report's numbers are printed from the records instead of copied by hand.
 - `binned FILE QUANTITY [LABEL=FILE ...]`: recall and precision per bin of QUANTITY (dose,
   defocus, source_size, c23, phase_rms; see `evaluate.BINNED`), interior, with the whole-image
   precision (partly visible defects neutral) beside it; each LABEL=FILE adds that result's
-  recall and precision in the same bins (same test images: the bins must coincide).
+  recall and precision in the same bins (same test images: the bins must coincide);
+  `--per-class`: the recall of each true class per bin instead.
 
     python experiments/wse2te/report_tables.py classes experiments/wse2te/eval_eval_prior.json
     python experiments/wse2te/report_tables.py binned \
@@ -98,6 +99,24 @@ def binned_table(record: dict, quantity: str, others: dict[str, dict] | None = N
     return "\n".join(lines)
 
 
+def class_binned_table(record: dict, quantity: str) -> str:
+    """Class-correct recall per true class (found / true) per bin of `quantity`, interior
+    (records from `evaluate.py` runs that keep `class_recall` per bin)."""
+    header, spec = BINNED[quantity]
+    rows = record["interior"][f"vs_{quantity}"]
+    if "class_recall" not in rows[0]:
+        raise ValueError("this record has no per-class counts per bin (an older evaluate.py)")
+    names = list(rows[0]["class_recall"])
+    lines = [f"| {header} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for row in rows:
+        cells = [f"{row['lo']:{spec}} – {row['hi']:{spec}}"]
+        for n in names:
+            found, true = row["class_recall"][n]
+            cells.append(f"{found}/{true}" + (f" ({found / true:.3f})" if found < true else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _load(path) -> dict:
     return json.loads(Path(path).read_text())
 
@@ -111,9 +130,13 @@ def main(argv=None):
     b.add_argument("file")
     b.add_argument("quantity", choices=tuple(BINNED))
     b.add_argument("others", nargs="*", metavar="LABEL=FILE")
+    b.add_argument("--per-class", action="store_true",
+                   help="recall per true class (found / true) per bin instead")  # fmt: skip
     args = p.parse_args(argv)
     if args.table == "classes":
         print(class_table(_load(args.file)))
+    elif args.per_class:
+        print(class_binned_table(_load(args.file), args.quantity))
     else:
         others = {}
         for item in args.others:
