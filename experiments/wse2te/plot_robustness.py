@@ -1,7 +1,8 @@
 """Robustness figure: recall and precision vs dose, defocus, source size and the probe's rms
 aberration phase, from the JSON files `evaluate.py --json` writes (one line pair per file,
 labelled). A stress test of one quantity (`--microscope-stress defocus`) is drawn in that
-quantity's panel (`STRESSED`) and in the phase panel (every aberration, Δf included, sets it).
+quantity's panel (`STRESSED`), and an aberration or Δf stress also in the phase panel (every
+aberration, Δf included, sets it).
 
     python experiments/wse2te/plot_robustness.py \
         "realistic prior=experiments/wse2te/eval_eval_prior.json" \
@@ -31,7 +32,12 @@ STRESSED = {
     "source_size": "source_size",
     "c23": "aberrations",
 }
-"""Panel → the `--microscope-stress` that widens it (the phase panel shows every result)."""
+"""Panel → the `--microscope-stress` that widens it."""
+PHASE_SET_BY = (None, "all", "defocus", "aberrations")
+"""The phase panel shows the results whose stress (if any) widens the probe's phase: a dose or
+source-size stress would mix their own losses into its bins."""
+LOG_X = {"dose"}
+"""Panels drawn on a logarithmic axis (the dose stress spans two decades)."""
 
 
 #: the whole-image scoring drawn dotted, the first a result has (older results: strict only)
@@ -49,12 +55,12 @@ def plot(results: dict, path, scoring: str = "interior"):
     for ax, (name, header) in zip(axes, PANELS.items(), strict=True):
         for c, (label, res) in enumerate(results.items()):
             stress = res.get("microscope_stress") or None
-            if f"vs_{name}" not in res[scoring] or (
-                name != "phase_rms" and stress not in (None, "all", STRESSED.get(name))
-            ):
+            shown = PHASE_SET_BY if name == "phase_rms" else (None, "all", STRESSED.get(name))
+            if f"vs_{name}" not in res[scoring] or stress not in shown:
                 continue
             rows = res[scoring][f"vs_{name}"]
-            mid = np.array([(r["lo"] + r["hi"]) / 2 for r in rows])
+            lo, hi = (np.array([r[k] for r in rows], float) for k in ("lo", "hi"))
+            mid = np.sqrt(lo * hi) if name in LOG_X else (lo + hi) / 2
             xerr = np.array([[m - r["lo"], r["hi"] - m] for m, r in zip(mid, rows, strict=True)])
             for key, marker, ls in (("recall", "o", "-"), ("precision", "s", "--")):
                 y = [np.nan if r[key] is None else r[key] for r in rows]
@@ -65,6 +71,8 @@ def plot(results: dict, path, scoring: str = "interior"):
             ax.plot(mid, whole, ls=":", marker=".", color=colours[c % 5], lw=1,
                     label=f"precision ({WHOLE[whole_key]}), {label}")  # fmt: skip
         ax.axhline(0.99, color="grey", lw=0.8, ls=":")
+        if name in LOG_X:
+            ax.set_xscale("log")
         ax.set_xlabel(header)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score (class-correct, 0.8 Å matching)")
