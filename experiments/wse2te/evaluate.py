@@ -288,6 +288,7 @@ def binned(values, counts, n_bins: int = 4, class_names=None):
 
 def format_binned(name: str, rows) -> str:
     header, spec = BINNED[name]
+    header = header.replace("|", "\\|")  # a Markdown table cell
     f = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731
     lines = [
         f"| {header} | images | GT defects | detections | recall | precision |",

@@ -70,6 +70,7 @@ def binned_table(record: dict, quantity: str, others: dict[str, dict] | None = N
     """Recall and precision per bin of `quantity`, interior, with whole-image precision (partly
     visible defects neutral) and the recall and precision of `others` (label → record)."""
     header, spec = BINNED[quantity]
+    header = header.replace("|", "\\|")  # a Markdown table cell
     key = f"vs_{quantity}"
     rows = record["interior"][key]
     neutral = record["whole_image_partial_neutral"][key]
@@ -103,6 +104,7 @@ def class_binned_table(record: dict, quantity: str) -> str:
     """Class-correct recall per true class (found / true) per bin of `quantity`, interior
     (records from `evaluate.py` runs that keep `class_recall` per bin)."""
     header, spec = BINNED[quantity]
+    header = header.replace("|", "\\|")  # a Markdown table cell
     rows = record["interior"][f"vs_{quantity}"]
     if "class_recall" not in rows[0]:
         raise ValueError("this record has no per-class counts per bin (an older evaluate.py)")
