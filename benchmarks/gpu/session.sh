@@ -7,6 +7,10 @@
 # exported model as model.tar.gz.part-aa… (`cat model.tar.gz.part-* | tar xz`).
 # Knobs (environment): TRAIN_MIN (training budget, min; default 4), TRAIN_ARGS (extra Hydra
 # overrides of the training run), SKIP_CHECKS=1, SKIP_BENCH=1. The last lines print a summary.
+# The training prior the CPU model taught us to use (experiments/wse2te/REPORT.md: robustness,
+# dose): TRAIN_ARGS="microscope.defocus_angstrom.std=30 microscope.source_size_angstrom.std=0.17
+#   microscope.c23_angstrom.std=1000 microscope.probe_current_pa.mean=20
+#   microscope.probe_current_pa.std=15" (the realistic prior stays the evaluation prior).
 set -uo pipefail
 OUT=${OUT:-/tmp/stemjax_gpu_out}; mkdir -p "$OUT"
 TRAIN_MIN=${TRAIN_MIN:-4}; TRAIN_ARGS=${TRAIN_ARGS:-}
