@@ -49,7 +49,7 @@ def plot(results: dict, path, scoring: str = "interior"):
     """One panel per quantity; per labelled result, recall (solid) and precision (dashed) at
     each bin's centre, the bin's range as the horizontal bar (`scoring`: 'interior' or
     'whole_image', see evaluate.py); whole-image precision (`WHOLE`) dotted for comparison."""
-    fig = Figure(figsize=(20, 5.0))
+    fig = Figure(figsize=(20, 6.0))
     axes = fig.subplots(1, len(PANELS), sharey=True)
     colours = ["C0", "C3", "C2", "C1", "C4"]
     for ax, (name, header) in zip(axes, PANELS.items(), strict=True):
@@ -80,14 +80,14 @@ def plot(results: dict, path, scoring: str = "interior"):
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(lab, h)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=7,
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=7,
                frameon=False)  # fmt: skip
     thresholds = sorted({str(r.get("threshold")) for r in results.values()})
     fig.suptitle(
         "shipped wse2te model: recall and precision vs the per-image draw (quantile bins; "
         f"interior scoring, edge 0.6 Å; threshold {' / '.join(thresholds)})"
     )
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=120)
 
 
