@@ -45,8 +45,9 @@ def test_dose_for_inverts_detectability_and_bayes_error_is_phi():
      ("SeW", {"W": -1, "Se": +1}), ("VW", {"W": -1}), ("2TeW", {"W": -1, "Te": +2})],
 )  # fmt: skip
 def test_cells_change_one_column_by_the_specimen_config(variant, change):
-    pristine = Counter(dose_limit.cell("pristine").get_chemical_symbols())
+    specimen, _, _ = dose_limit.configs()
+    pristine = Counter(dose_limit.cell("pristine", specimen).get_chemical_symbols())
     assert pristine == {"W": 24, "Se": 48}  # 4 × 3 orthogonal cells of 2 WSe2 each
-    got = Counter(dose_limit.cell(variant).get_chemical_symbols())
+    got = Counter(dose_limit.cell(variant, specimen).get_chemical_symbols())
     got.subtract(pristine)
     assert {k: v for k, v in got.items() if v} == change

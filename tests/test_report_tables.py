@@ -61,3 +61,12 @@ def test_binned_counts_each_class_per_bin():
     record = {"interior": {"vs_dose": rows}}
     table = report_tables.class_binned_table(record, "dose")
     assert "| 10 – 20 | 1/2 (0.500) | 1/1 |" in table
+
+
+def test_a_header_with_a_pipe_stays_one_markdown_cell():
+    # |C23| in the header must not split the table's first row into extra columns
+    header = report_tables.binned_header("c23")
+    assert "\\|C23\\|" in header
+    row = f"| {header} | GT |"
+    cells = [c for c in row.replace("\\|", "").split("|") if c.strip()]
+    assert len(cells) == 2

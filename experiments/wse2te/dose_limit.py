@@ -9,16 +9,18 @@ position and background known and no drift (an upper bound for any detector)
 
 With equal priors the Bayes error of telling the two apart is Φ(−d'/2). A network that reads
 the same column from a drifted, jittered, 5 %-current-varying, contaminated image can only do
-worse. σ_r = 3 e⁻ is the largest read-out noise the corruption prior draws
-(`detector_noise_rms_max_e`); --read-noise-e 0 gives the counting limit alone. This separates
-"contrast too low at that dose" from "prior too thin" in the dose stress test (REPORT,
-Robustness).
+worse. σ_r defaults to the largest read-out noise the corruption prior draws
+(`detector_noise_rms_max_e`, 3 e⁻); --read-noise-e 0 gives the counting limit alone. This
+separates "contrast too low at that dose" from "prior too thin" in the dose stress test
+(REPORT, Robustness).
 
     python experiments/wse2te/dose_limit.py [--json experiments/wse2te/dose_limit.json]
 
-Microscope: the realistic prior's centre (conf/microscope/wse2te.yaml: 80 kV, 25.2 mrad,
-ADF 63–200 mrad, Δf 0, σ 0.4247 Å, 4 frozen phonons); specimen conf/specimen/wse2te.yaml
-(a = 3.297 Å), orthogonal 4 × 3 cell (13.2 × 17.1 Å), scan step ≤ 0.2074 Å.
+Every setting comes from the configs the training data is drawn from (`conf/config.yaml`:
+specimen, microscope and corruption wse2te/default): the microscope prior's mean
+(`mean_microscope`: 80 kV, 25.2 mrad, ADF 63–200 mrad, Δf 0, the residual aberrations' mean,
+σ 0.4247 Å), its pixel size as the scan step, 4 frozen phonons; an orthogonal 4 × 3 cell of
+the specimen (13.2 × 17.1 Å for WSe2).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ import ase
 import numpy as np
 from ase.build import make_supercell
 
+from stemjax.config import load_config, to_runtime
+from stemjax.microscope_prior import ELECTRONS_PER_PA_US, mean_microscope
 from stemjax.simulate import simulate_adf
-from stemjax.specimen import load_specimen_config, unit_cell
+from stemjax.specimen import unit_cell
 
 #: (name, changed class, reference class): the confusions the dose stress test shows
 PAIRS = [
@@ -45,15 +49,20 @@ PAIRS = [
     ("VW vs W", "VW", "pristine"),
     ("2TeW vs SeW", "2TeW", "SeW"),
 ]
-DOSES = (100.0, 300.0, 1000.0, 3745.0)
-"""Incident e⁻/px at which d' is tabulated (3745: the realistic prior's centre, 30 pA × 20 µs)."""
+DOSES_E_PER_PX = (100.0, 300.0, 1000.0)
+"""Incident e⁻/px at which d' is tabulated, besides the realistic prior's mean dose."""
 
 
-def cell(variant: str) -> ase.Atoms:
-    """Orthogonal 4 × 3 cell of the wse2te specimen config with the site nearest the centre of
-    the defect's sublattice given that class's content (`conf/specimen/wse2te.yaml`, the same
-    source the training data uses); 'pristine' changes nothing."""
-    cfg = load_specimen_config("wse2te")
+def configs():
+    """(SpecimenConfig, MicroscopePrior, CorruptionConfig) of `conf/config.yaml`'s defaults."""
+    specimen, prior, corruption, _ = to_runtime(load_config())
+    return specimen, prior, corruption
+
+
+def cell(variant: str, cfg) -> ase.Atoms:
+    """Orthogonal 4 × 3 cell of the specimen config `cfg` with the site nearest the centre of
+    the defect's sublattice given that class's content (the same source the training data
+    uses); 'pristine' changes nothing."""
     atoms = make_supercell(unit_cell(cfg), [[1, 0, 0], [1, 2, 0], [0, 0, 1]]) * (4, 3, 1)
     atoms.wrap()
     if variant != "pristine":
@@ -73,11 +82,18 @@ def cell(variant: str) -> ase.Atoms:
     return atoms
 
 
-def simulate(variant: str) -> np.ndarray:
-    """Noise-free ADF image (fraction of incident intensity per pixel) at the prior's centre."""
-    return simulate_adf(cell(variant), energy=80e3, semiangle_cutoff=25.2,
-                        detector=(63.0, 200.0), scan_sampling=0.2074, source_size=0.4247,
-                        frozen_phonons=4, seed=0, dtype=np.float32)  # fmt: skip
+def simulate(variant: str, specimen, prior) -> np.ndarray:
+    """Noise-free ADF image (fraction of incident intensity per pixel) of `cell(variant)` with
+    the microscope prior's mean probe, scanned at its pixel size (Å)."""
+    m = mean_microscope(prior)
+    if m.aperture_rolloff:
+        raise ValueError(f"aperture_rolloff_mrad {m.aperture_rolloff}: simulate_adf has none")
+    return simulate_adf(cell(variant, specimen), energy=m.energy,
+                        semiangle_cutoff=m.semiangle_cutoff,
+                        detector=(m.detector_inner, m.detector_outer), aberrations=m.aberrations,
+                        focal_spread=m.focal_spread, source_size=m.source_size,
+                        scan_sampling=prior.pixel_size_angstrom, frozen_phonons=4, seed=0,
+                        dtype=np.float32)  # fmt: skip
 
 
 def detectability(a: np.ndarray, b: np.ndarray, dose: float, read_noise_e: float) -> float:
@@ -103,27 +119,35 @@ def bayes_error(d_prime: float) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--read-noise-e", type=float, default=3.0, help="σ_r, e⁻ rms per pixel")
+    p.add_argument("--read-noise-e", type=float, default=None,
+                   help="σ_r, e⁻ rms per pixel (default: the corruption prior's largest)")
     p.add_argument("--json", type=Path, help="write the table here")
     args = p.parse_args(argv)
-    images = {v: simulate(v) for v in {x for _, a, b in PAIRS for x in (a, b)}}
+    specimen, prior, corruption = configs()
     sr = args.read_noise_e
+    if sr is None:
+        sr = corruption.noise.detector_noise_rms_max_e
+    mean_dose = (prior.probe_current_pa.expected() * prior.dwell_time_us.expected()
+                 * ELECTRONS_PER_PA_US)  # fmt: skip
+    doses = (*DOSES_E_PER_PX, round(mean_dose))
+    variants = sorted({x for _, a, b in PAIRS for x in (a, b)})
+    images = {v: simulate(v, specimen, prior) for v in variants}
     print(f"pristine cell: mean ADF signal {images['pristine'].mean():.4f} of the incident "
           f"intensity; read-out noise {sr:g} e⁻ rms per pixel")  # fmt: skip
-    head = " | ".join(f"{d:g} e⁻/px" for d in DOSES)
+    head = " | ".join(f"{d:g} e⁻/px" for d in doses)
     print(f"| pair | d' (Bayes error) at: {head} | dose for d' = 4 (e⁻/px) |")
-    print("|---|" + "---|" * len(DOSES) + "---|")
+    print("|---|" + "---|" * len(doses) + "---|")
     rows = []
     for name, a, b in PAIRS:
         ia, ib = images[a], images[b]
-        ds = [detectability(ia, ib, d, sr) for d in DOSES]
+        ds = [detectability(ia, ib, d, sr) for d in doses]
         d4 = dose_for(4.0, ia, ib, sr)
         cells = " | ".join(f"{x:.1f} ({bayes_error(x):.0e})" for x in ds)
         print(f"| {name} | {cells} | {d4:.0f} |")
-        rows.append({"pair": name, "d_prime": dict(zip(map(str, DOSES), ds, strict=True)),
+        rows.append({"pair": name, "d_prime": dict(zip(map(str, doses), ds, strict=True)),
                      "dose_for_d_prime_4": d4})  # fmt: skip
     if args.json:
-        out = {"read_noise_e": sr, "doses_e_per_px": DOSES, "pairs": rows,
+        out = {"read_noise_e": sr, "doses_e_per_px": doses, "pairs": rows,
                "mean_signal_fraction": float(images["pristine"].mean())}  # fmt: skip
         args.json.write_text(json.dumps(out, indent=1) + "\n")
 

@@ -286,9 +286,13 @@ def binned(values, counts, n_bins: int = 4, class_names=None):
     return rows
 
 
+def binned_header(name: str) -> str:
+    """`BINNED[name]`'s header as a Markdown table cell (|C23| would split the row)."""
+    return BINNED[name][0].replace("|", "\\|")
+
+
 def format_binned(name: str, rows) -> str:
-    header, spec = BINNED[name]
-    header = header.replace("|", "\\|")  # a Markdown table cell
+    header, spec = binned_header(name), BINNED[name][1]
     f = lambda x: "—" if x is None else f"{x:.4f}"  # noqa: E731
     lines = [
         f"| {header} | images | GT defects | detections | recall | precision |",

@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from evaluate import BINNED
+from evaluate import BINNED, binned_header
 
 
 def _f(x, spec=".3f") -> str:
@@ -69,8 +69,7 @@ def errors_left(result: dict) -> str:
 def binned_table(record: dict, quantity: str, others: dict[str, dict] | None = None) -> str:
     """Recall and precision per bin of `quantity`, interior, with whole-image precision (partly
     visible defects neutral) and the recall and precision of `others` (label → record)."""
-    header, spec = BINNED[quantity]
-    header = header.replace("|", "\\|")  # a Markdown table cell
+    header, spec = binned_header(quantity), BINNED[quantity][1]
     key = f"vs_{quantity}"
     rows = record["interior"][key]
     neutral = record["whole_image_partial_neutral"][key]
@@ -103,8 +102,7 @@ def binned_table(record: dict, quantity: str, others: dict[str, dict] | None = N
 def class_binned_table(record: dict, quantity: str) -> str:
     """Class-correct recall per true class (found / true) per bin of `quantity`, interior
     (records from `evaluate.py` runs that keep `class_recall` per bin)."""
-    header, spec = BINNED[quantity]
-    header = header.replace("|", "\\|")  # a Markdown table cell
+    header, spec = binned_header(quantity), BINNED[quantity][1]
     rows = record["interior"][f"vs_{quantity}"]
     if "class_recall" not in rows[0]:
         raise ValueError("this record has no per-class counts per bin (an older evaluate.py)")
